@@ -1,0 +1,3 @@
+from ssd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,26 @@
+"""Shared test helpers: where the shared fixtures and datasets live, and a skip when they are absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+FIXTURES = SHARED / "fixtures" / "torchvision"
+BCCD = SHARED / "data" / "bccd" / "BCCD"
+COCO_MINI = SHARED / "data" / "coco_mini"
+
+
+def shared_path(path: Path) -> Path:
+    """Return `path`, or skip the calling test with a reason when ../shared does not hold it."""
+    if not path.exists():
+        pytest.skip(f"{path} is absent (../shared is only on the project's machines)")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    yield
