@@ -6,7 +6,14 @@ from ssd.postprocess import PostProcessor
 
 __version__ = "0.1.0"
 
-__all__ = ["SSDConfig", "PostProcessor", "MultiBoxLoss", "available_architectures", "build_model", "__version__"]
+__all__ = [
+    "SSDConfig",
+    "PostProcessor",
+    "MultiBoxLoss",
+    "available_architectures",
+    "build_model",
+    "__version__",
+]
 
 
 def __getattr__(name: str):

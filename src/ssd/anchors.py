@@ -45,7 +45,9 @@ def default_boxes_cxcywh(
 ) -> Tensor:
     """Default boxes as `(A, 4)` (cx, cy, w, h), normalised to the input picture ([0, 1])."""
     if len(scales) != len(feature_sizes) + 1:
-        raise ValueError(f"need {len(feature_sizes) + 1} scales for {len(feature_sizes)} maps, got {len(scales)}")
+        raise ValueError(
+            f"need {len(feature_sizes) + 1} scales for {len(feature_sizes)} maps, got {len(scales)}"
+        )
     if len(aspect_ratios) != len(feature_sizes):
         raise ValueError(f"need aspect ratios for {len(feature_sizes)} maps, got {len(aspect_ratios)}")
     input_h, input_w = input_size

@@ -85,7 +85,9 @@ def elementwise_generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     intersection = wh[..., 0] * wh[..., 1]
     union = box_area(boxes1) + box_area(boxes2) - intersection
     iou = intersection / union.clamp(min=eps)
-    enclosing_wh = (torch.maximum(boxes1[..., 2:], boxes2[..., 2:]) - torch.minimum(boxes1[..., :2], boxes2[..., :2]))
+    enclosing_wh = torch.maximum(boxes1[..., 2:], boxes2[..., 2:]) - torch.minimum(
+        boxes1[..., :2], boxes2[..., :2]
+    )
     enclosing = enclosing_wh[..., 0] * enclosing_wh[..., 1]
     return iou - (enclosing - union) / enclosing.clamp(min=eps)
 
@@ -122,7 +124,9 @@ class BoxCoder:
     def encode(self, boxes: Tensor, anchors: Tensor) -> Tensor:
         anchor_cxcywh = xyxy_to_cxcywh(anchors)
         box_cxcywh = xyxy_to_cxcywh(boxes)
-        center = (box_cxcywh[..., :2] - anchor_cxcywh[..., :2]) / anchor_cxcywh[..., 2:] / self.center_variance
+        center = (
+            (box_cxcywh[..., :2] - anchor_cxcywh[..., :2]) / anchor_cxcywh[..., 2:] / self.center_variance
+        )
         # A degenerate target must not produce log(0); the loss never sees one, but stay finite regardless.
         size_ratio = (box_cxcywh[..., 2:] / anchor_cxcywh[..., 2:]).clamp(min=1e-6)
         size = torch.log(size_ratio) / self.size_variance

@@ -64,9 +64,13 @@ class PostProcessor(nn.Module):
         boxes = clip_boxes(boxes, input_h, input_w)
         original_sizes = original_sizes or [tuple(input_size)] * len(boxes)
         results = []
-        for image_boxes, image_probabilities, (orig_h, orig_w) in zip(boxes, probabilities, original_sizes, strict=True):
+        for image_boxes, image_probabilities, (orig_h, orig_w) in zip(
+            boxes, probabilities, original_sizes, strict=True
+        ):
             detections = self._select(image_boxes, image_probabilities)
-            scale = image_boxes.new_tensor([orig_w / input_w, orig_h / input_h, orig_w / input_w, orig_h / input_h])
+            scale = image_boxes.new_tensor(
+                [orig_w / input_w, orig_h / input_h, orig_w / input_w, orig_h / input_h]
+            )
             detections["result_boxes"] = detections["result_boxes"] * scale
             results.append(detections)
         return results

@@ -30,7 +30,9 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for corrupt or foreign files
-        raise UserError(f"{path}: not a readable PyTorch weights file ({type(error).__name__}: {error})") from error
+        raise UserError(
+            f"{path}: not a readable PyTorch weights file ({type(error).__name__}: {error})"
+        ) from error
     if isinstance(content, Mapping):
         for key in _CHECKPOINT_CONTAINER_KEYS:
             if isinstance(content.get(key), Mapping):
@@ -42,7 +44,9 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
 
 
 def is_torchvision_ssd_checkpoint(state_dict: Mapping[str, Tensor]) -> bool:
-    return any(k.startswith("head.") for k in state_dict) and any(k.startswith("backbone.") for k in state_dict)
+    return any(k.startswith("head.") for k in state_dict) and any(
+        k.startswith("backbone.") for k in state_dict
+    )
 
 
 def map_keys(
@@ -94,7 +98,9 @@ def load_mapped_weights(
     missing = sorted(expected - mapped.keys() - optional)
     unexpected = sorted(unmatched + [k for k in mapped if k not in own])
     wrong_shapes = {
-        k: (tuple(v.shape), tuple(own[k].shape)) for k, v in mapped.items() if k in own and v.shape != own[k].shape
+        k: (tuple(v.shape), tuple(own[k].shape))
+        for k, v in mapped.items()
+        if k in own and v.shape != own[k].shape
     }
     # Another class count changes only the classification headers' output layers: keep those fresh.
     other_class_count = {k for k in wrong_shapes if k.startswith("classification_headers.")}
@@ -108,20 +114,30 @@ def load_mapped_weights(
         )
         wrong_shapes = {}
     if missing or unexpected or wrong_shapes:
-        raise WeightsMismatchError(_mismatch_message(model, path, missing, unexpected, wrong_shapes, imagenet_overrides))
+        raise WeightsMismatchError(
+            _mismatch_message(model, path, missing, unexpected, wrong_shapes, imagenet_overrides)
+        )
     mapped = {k: v.to(own[k].dtype) for k, v in mapped.items()}
     model.load_state_dict(mapped, strict=False)
-    notes.insert(0, f"{path}: loaded {len(mapped)} tensors ({'whole model' if scope == 'all' else 'backbone only'})")
+    notes.insert(
+        0, f"{path}: loaded {len(mapped)} tensors ({'whole model' if scope == 'all' else 'backbone only'})"
+    )
     return notes
 
 
 def _mismatch_message(model, path, missing, unexpected, wrong_shapes, imagenet_overrides) -> str:
     lines = [f"{path} does not fit {model.config.arch} (num_classes={model.num_classes}):"]
     if missing:
-        lines.append(f"  missing in the file ({len(missing)}): " + ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else ""))
+        lines.append(
+            f"  missing in the file ({len(missing)}): "
+            + ", ".join(missing[:20])
+            + (" ..." if len(missing) > 20 else "")
+        )
     if unexpected:
         lines.append(
-            f"  not in the model ({len(unexpected)}): " + ", ".join(unexpected[:20]) + (" ..." if len(unexpected) > 20 else "")
+            f"  not in the model ({len(unexpected)}): "
+            + ", ".join(unexpected[:20])
+            + (" ..." if len(unexpected) > 20 else "")
         )
     for key, (theirs, ours) in list(wrong_shapes.items())[:20]:
         lines.append(f"  shape of {key}: file {theirs}, model {ours}")

@@ -31,7 +31,9 @@ def to_chw_tensor(image: Any) -> Tensor:
         array = np.asarray(image.convert("RGB"))
         tensor = torch.from_numpy(array.copy()).permute(2, 0, 1)
     else:
-        raise UserError(f"cannot use a picture of type {type(image).__name__}: give a tensor, numpy array or PIL image")
+        raise UserError(
+            f"cannot use a picture of type {type(image).__name__}: give a tensor, numpy array or PIL image"
+        )
     if tensor.ndim == 2:
         tensor = tensor[None]
     if tensor.ndim != 3 or tensor.shape[0] not in (1, 3, 4):
@@ -49,8 +51,12 @@ class Preprocess(nn.Module):
     def __init__(self, input_size: tuple[int, int], image_mean: Sequence[float], image_std: Sequence[float]):
         super().__init__()
         self.input_size = tuple(input_size)
-        self.register_buffer("image_mean", torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1), False)
-        self.register_buffer("image_std", torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1), False)
+        self.register_buffer(
+            "image_mean", torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1), False
+        )
+        self.register_buffer(
+            "image_std", torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1), False
+        )
 
     def forward(self, images: Tensor | Sequence[Any]) -> tuple[Tensor, list[tuple[int, int]]]:
         """Returns the batch `(B, 3, H_in, W_in)` and each picture's original (height, width)."""
@@ -63,8 +69,10 @@ class Preprocess(nn.Module):
         else:
             pictures = [to_chw_tensor(image).to(device) for image in images]
             original_sizes = [tuple(p.shape[-2:]) for p in pictures]
-            batch = torch.cat([self._resize(self._to_unit_float(p[None])) for p in pictures]) if pictures else (
-                torch.empty(0, 3, *self.input_size, device=device)
+            batch = (
+                torch.cat([self._resize(self._to_unit_float(p[None])) for p in pictures])
+                if pictures
+                else (torch.empty(0, 3, *self.input_size, device=device))
             )
         return (batch - self.image_mean) / self.image_std, original_sizes
 

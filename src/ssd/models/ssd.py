@@ -48,13 +48,20 @@ class SSD(nn.Module):
         self.classification_headers = build_headers(channels, per_location, num_classes, config.head, **norm)
         self.regression_headers = build_headers(channels, per_location, 4, config.head, **norm)
         anchors = default_boxes_xyxy(
-            self.feature_sizes, config.input_size, config.scales, config.aspect_ratios, config.steps,
+            self.feature_sizes,
+            config.input_size,
+            config.scales,
+            config.aspect_ratios,
+            config.steps,
             config.clip_default_boxes,
         )
         self.register_buffer("anchors", anchors, persistent=False)
         self.box_coder = BoxCoder(config.variances)
         self.postprocessor = PostProcessor(
-            config.score_threshold, config.nms_threshold, config.detections_per_image, config.topk_candidates,
+            config.score_threshold,
+            config.nms_threshold,
+            config.detections_per_image,
+            config.topk_candidates,
             self.box_coder,
         )
 
@@ -97,8 +104,12 @@ class SSD(nn.Module):
     def head_outputs(self, batch: Tensor) -> tuple[Tensor, Tensor]:
         """Normalised batch -> (`cls_logits` `(B, A, C)`, `bbox_regression` `(B, A, 4)`)."""
         maps = self.feature_maps(batch)
-        cls_logits = flatten_header_output([h(m) for h, m in zip(self.classification_headers, maps)], self.num_classes)
-        bbox_regression = flatten_header_output([h(m) for h, m in zip(self.regression_headers, maps)], 4)
+        cls_logits = flatten_header_output(
+            [h(m) for h, m in zip(self.classification_headers, maps, strict=True)], self.num_classes
+        )
+        bbox_regression = flatten_header_output(
+            [h(m) for h, m in zip(self.regression_headers, maps, strict=True)], 4
+        )
         return cls_logits, bbox_regression
 
     def forward(self, images: Tensor | Sequence[Any], targets: Sequence[dict[str, Tensor]] | None = None):
@@ -111,7 +122,9 @@ class SSD(nn.Module):
                 "anchors": self.anchors,
                 "targets": self._scale_targets(targets, original_sizes) if targets is not None else None,
             }
-        return self.postprocessor(cls_logits, bbox_regression, self.anchors, self.config.input_size, original_sizes)
+        return self.postprocessor(
+            cls_logits, bbox_regression, self.anchors, self.config.input_size, original_sizes
+        )
 
     def _scale_targets(self, targets: Sequence[dict[str, Tensor]], original_sizes) -> list[dict[str, Tensor]]:
         input_h, input_w = self.config.input_size

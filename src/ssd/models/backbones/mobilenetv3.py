@@ -62,10 +62,20 @@ class InvertedResidual(nn.Module):
         act = _ACTIVATIONS[activation]
         layers: list[nn.Module] = []
         if expanded != in_ch:
-            layers.append(ConvBNAct(in_ch, expanded, 1, activation=act, bn_eps=bn_eps, bn_momentum=bn_momentum))
+            layers.append(
+                ConvBNAct(in_ch, expanded, 1, activation=act, bn_eps=bn_eps, bn_momentum=bn_momentum)
+            )
         layers.append(
-            ConvBNAct(expanded, expanded, kernel, stride, groups=expanded, activation=act, bn_eps=bn_eps,
-                      bn_momentum=bn_momentum)
+            ConvBNAct(
+                expanded,
+                expanded,
+                kernel,
+                stride,
+                groups=expanded,
+                activation=act,
+                bn_eps=bn_eps,
+                bn_momentum=bn_momentum,
+            )
         )
         if use_se:
             layers.append(SqueezeExcitation(expanded, make_divisible(expanded // 4)))
@@ -96,10 +106,14 @@ class MobileNetV3LargeFeatures(nn.Module):
             if index >= first_tail:
                 out_ch = out_ch // divider
                 expanded = expanded if index == first_tail else expanded // divider
-            layers.append(InvertedResidual(in_ch, kernel, expanded, out_ch, use_se, act, stride, bn_eps, bn_momentum))
+            layers.append(
+                InvertedResidual(in_ch, kernel, expanded, out_ch, use_se, act, stride, bn_eps, bn_momentum)
+            )
         last_in = _LARGE_BLOCKS[-1][3] // divider
         layers.append(
-            ConvBNAct(last_in, 6 * last_in, 1, activation=nn.Hardswish, bn_eps=bn_eps, bn_momentum=bn_momentum)
+            ConvBNAct(
+                last_in, 6 * last_in, 1, activation=nn.Hardswish, bn_eps=bn_eps, bn_momentum=bn_momentum
+            )
         )
         self.features = nn.Sequential(*layers)
         self.out_channels = [_LARGE_BLOCKS[self.tap_block - 1][2], 6 * last_in]
