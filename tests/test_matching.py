@@ -218,7 +218,8 @@ def test_hungarian_matches_brute_force_assignment(match_on, seed):
 
 
 def test_hungarian_cost_terms_by_hand():
-    anchors = torch.tensor([[0.0, 0, 100, 100], [0, 0, 50, 50]])  # the picture is 100 x 100
+    # Default-box centres at 75 and 25: the picture is 100 x 100.
+    anchors = torch.tensor([[50.0, 50, 100, 100], [0, 0, 50, 50]])
     gt = pad_targets([target([[0, 0, 50, 50]], [2])], NUM_CLASSES, "cpu")
     pred_boxes = torch.tensor([[[0.0, 0, 50, 100], [0, 0, 50, 50]]])
     cls_logits = torch.zeros(1, 2, NUM_CLASSES)

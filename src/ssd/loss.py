@@ -73,6 +73,11 @@ class MultiBoxLoss(nn.Module):
         self.negatives_per_empty_image = negatives_per_empty_image
         self.box_coder = box_coder if box_coder is not None else BoxCoder()
 
+    @classmethod
+    def for_model(cls, model: nn.Module, **options) -> MultiBoxLoss:
+        """The loss for an `SSD` model: its `num_classes` and the box coder of its post-processor."""
+        return cls(model.num_classes, box_coder=model.box_coder, **options)
+
     def forward(
         self, cls_logits: Tensor, bbox_regression: Tensor, anchors: Tensor, targets: list[dict]
     ) -> dict[str, Tensor]:

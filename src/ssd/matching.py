@@ -234,6 +234,16 @@ class IoUMatcher(_MatcherBase):
         return self._finish(gt_index, iou, anchors, gt)
 
 
+def _picture_extent(anchors: Tensor) -> Tensor:
+    """The (width, height) of the picture the default boxes tile, from their centres.
+
+    Default boxes may reach past the picture, but their centres are laid out symmetrically inside it (at
+    (i + 0.5) * step), so the smallest and the largest centre add up to the picture's size.
+    """
+    centres = (anchors[:, :2] + anchors[:, 2:]) / 2
+    return (centres.amin(0) + centres.amax(0)).clamp(min=1e-6)
+
+
 class HungarianMatcher(_MatcherBase):
     """One-to-one matching: each object gets exactly one default box, the one whose prediction fits it best.
 
@@ -243,8 +253,8 @@ class HungarianMatcher(_MatcherBase):
 
     with `box_a` the model's decoded prediction at `a` (or the default box itself when `match_on` is
     "default_boxes", where the class term is left out) and `|.|_1` taken on (cx, cy, w, h) in units of the
-    picture, whose size is the extent of the default boxes. `linear_sum_assignment` finds the assignment of
-    least total cost per image. With `top_up_threshold`, default boxes not chosen by the assignment but with
+    picture (its size found from the default boxes' centres). `linear_sum_assignment` finds the assignment
+    of least total cost per image. With `top_up_threshold`, default boxes not chosen by the assignment but with
     an IoU of at least that much with an object (default box against box, as in SSD) become positives too.
     """
 
@@ -283,7 +293,7 @@ class HungarianMatcher(_MatcherBase):
             boxes = pred_boxes.detach()
         else:
             boxes = anchors.expand(gt.boxes.shape[0], -1, -1)
-        picture = anchors.amax(0)[2:].repeat(2).clamp(min=1e-6)  # (w, h, w, h) of the picture
+        picture = _picture_extent(anchors).repeat(2)  # (w, h, w, h)
         l1 = torch.cdist(xyxy_to_cxcywh(boxes) / picture, xyxy_to_cxcywh(gt.boxes) / picture, p=1)
         cost = self.l1_weight * l1 + self.iou_weight * (1 - box_iou(boxes, gt.boxes))
         if self.match_on == "predictions" and self.class_weight:
