@@ -7,7 +7,10 @@ A batch of 16 pictures at the architecture's input size (320 for mobilenetv3_ssd
 - `step`: a whole training step: model forward, loss, backward, optimiser step;
 - `share`: loss / step.
 
-    python3 benchmarks/bench_loss.py [--arch mobilenetv3_ssd] [--batch 16] [--objects 10] [--repeats 5]
+    python3 benchmarks/bench_loss.py [--arch mobilenetv3_ssd] [--batch 16] [--objects 10] [--threads 1,2]
+
+On a machine shared with other work, the single-thread figures are the steadier ones: an intra-op
+parallel kernel waits for its slowest thread, so a busy core stretches every small operation.
 
 Prints a table and writes benchmarks/results/loss.json.
 """
@@ -15,6 +18,7 @@ Prints a table and writes benchmarks/results/loss.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -79,14 +83,14 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--objects", type=int, default=10, help="objects per picture")
     parser.add_argument("--repeats", type=int, default=5, help="timed training steps per matcher")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--threads", default="1,2", help="comma-separated torch thread counts to measure under, e.g. 1,2"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "loss.json")
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = ssd.build_model(args.arch, num_classes=args.num_classes).to(device).train()
     height, width = model.config.input_size
@@ -101,7 +105,10 @@ def main() -> int:
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
 
     rows = []
-    for name, make_matcher in MATCHERS.items():
+    for threads, (name, make_matcher) in itertools.product(
+        [int(t) for t in args.threads.split(",")], MATCHERS.items()
+    ):
+        torch.set_num_threads(threads)
         criterion = MultiBoxLoss.for_model(model, matcher=make_matcher())
 
         def loss_only(criterion=criterion):
@@ -131,6 +138,7 @@ def main() -> int:
             positives = criterion(cls_logits, bbox_regression, anchors, targets)["num_positives"]
         rows.append(
             {
+                "threads": threads,
                 "matcher": name,
                 "loss_ms": round(loss_ms, 2),
                 "matching_ms": round(matching_ms, 2),
@@ -150,7 +158,6 @@ def main() -> int:
         "default_boxes": len(anchors),
         "device": str(device),
         "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "machine": platform.platform(),
@@ -162,14 +169,14 @@ def main() -> int:
 
     print(
         f"{args.arch} {height}x{width}, batch {args.batch}, {args.objects} objects/picture, "
-        f"{len(anchors)} default boxes, {args.num_classes} classes, {device}, {torch.get_num_threads()} threads"
+        f"{len(anchors)} default boxes, {args.num_classes} classes, {device}"
     )
-    header = f"{'matcher':32} {'loss ms':>9} {'match ms':>9} {'step ms':>9} {'share':>7} {'pos/obj':>8}"
+    header = f"{'threads':>7} {'matcher':32} {'loss ms':>9} {'match ms':>9} {'step ms':>9} {'share':>7} {'pos/obj':>8}"
     print(header)
     print("-" * len(header))
     for row in rows:
         print(
-            f"{row['matcher']:32} {row['loss_ms']:9.1f} {row['matching_ms']:9.1f} {row['step_ms']:9.0f} "
+            f"{row['threads']:7d} {row['matcher']:32} {row['loss_ms']:9.1f} {row['matching_ms']:9.1f} {row['step_ms']:9.0f} "
             f"{row['share']:7.1%} {row['positives_per_object']:8.2f}"
         )
     print(f"written {args.json}")
