@@ -138,7 +138,9 @@ def main() -> int:
             history.append({k: float(v.detach()) for k, v in losses.items()})
             history[-1]["objects"] = sum(len(train_targets[i]["boxes"]) for i in index)
         minutes = (time.perf_counter() - start) / 60
-        recalibrate_batchnorm(model, [train_pictures[i : i + 32] for i in range(0, 128, 32)])
+        recalibrate_batchnorm(
+            model, [train_pictures[i : i + 32] for i in range(0, min(128, args.train_pictures), 32)]
+        )
         detections = model.predict(list(test_pictures))
         ap, precision, recall = average_precision_50(detections, test_targets)
         positives = sum(h["num_positives"] for h in history) / sum(h["objects"] for h in history)
