@@ -254,6 +254,20 @@ def test_extreme_predictions_stay_finite():
     assert torch.isfinite(out["loss"]) and torch.isfinite(bbox_regression.grad).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_outputs_give_a_float32_loss(dtype):
+    # Under autocast the headers give half-precision outputs; pixel areas (320^2) would overflow float16.
+    criterion = MultiBoxLoss(NUM_CLASSES, matcher=HungarianMatcher(top_up_threshold=0.5))
+    cls_logits = torch.randn(2, len(ANCHORS), NUM_CLASSES, dtype=dtype, requires_grad=True)
+    bbox_regression = torch.randn(2, len(ANCHORS), 4, dtype=dtype, requires_grad=True)
+    out = criterion(cls_logits, bbox_regression, ANCHORS, TARGETS)  # the model keeps its anchors in float32
+    out["loss"].backward()
+    assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
+    assert torch.isfinite(cls_logits.grad).all() and torch.isfinite(bbox_regression.grad).all()
+    reference = criterion(cls_logits.float(), bbox_regression.float(), ANCHORS, TARGETS)
+    assert int(out["num_positives"]) == int(reference["num_positives"])
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_runs_on_the_device_of_the_predictions(device):
     criterion = MultiBoxLoss(NUM_CLASSES, matcher=HungarianMatcher(top_up_threshold=0.5))

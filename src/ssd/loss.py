@@ -97,13 +97,14 @@ class MultiBoxLoss(nn.Module):
             )
         if len(targets) != batch:
             raise UserError(f"{len(targets)} targets for a batch of {batch} pictures")
-        anchors = anchors.to(bbox_regression.dtype)
+        # Matching and box coding in float32 even under mixed precision: areas of pixel boxes overflow float16.
+        anchors = anchors.float()
         gt = pad_targets(targets, self.num_classes, cls_logits.device)
         predictions = {}
         if self.matcher.needs_predictions:
             with torch.no_grad():
                 predictions = {
-                    "pred_boxes": self.box_coder.decode(bbox_regression.detach(), anchors),
+                    "pred_boxes": self.box_coder.decode(bbox_regression.detach().float(), anchors),
                     "cls_logits": cls_logits.detach(),
                 }
         matches = self.matcher(anchors, gt, **predictions)
