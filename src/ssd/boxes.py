@@ -44,11 +44,16 @@ def box_area(boxes: Tensor) -> Tensor:
 
 
 def _intersection_and_union(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
-    top_left = torch.maximum(boxes1[..., :, None, :2], boxes2[..., None, :, :2])
-    bottom_right = torch.minimum(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])
-    wh = (bottom_right - top_left).clamp(min=0)
-    intersection = wh[..., 0] * wh[..., 1]
-    union = box_area(boxes1)[..., :, None] + box_area(boxes2)[..., None, :] - intersection
+    # Work on coordinate planes of shape (..., N, 1) and (..., 1, M): broadcasting whole (..., 4) rows
+    # would build strided (..., N, M, 2) tensors, several times slower for the large matrices of NMS.
+    ax1, ay1, ax2, ay2 = (c.unsqueeze(-1) for c in boxes1.unbind(-1))
+    bx1, by1, bx2, by2 = (c.unsqueeze(-2) for c in boxes2.unbind(-1))
+    width = (torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1)).clamp_(min=0)
+    height = (torch.minimum(ay2, by2) - torch.maximum(ay1, by1)).clamp_(min=0)
+    intersection = width.mul_(height)
+    area1 = (ax2 - ax1).clamp(min=0) * (ay2 - ay1).clamp(min=0)
+    area2 = (bx2 - bx1).clamp(min=0) * (by2 - by1).clamp(min=0)
+    union = (area1 + area2).sub_(intersection)
     return intersection, union
 
 
@@ -63,10 +68,11 @@ def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     intersection, union = _intersection_and_union(boxes1, boxes2)
     eps = torch.finfo(union.dtype).eps
     iou = intersection / union.clamp(min=eps)
-    top_left = torch.minimum(boxes1[..., :, None, :2], boxes2[..., None, :, :2])
-    bottom_right = torch.maximum(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])
-    wh = (bottom_right - top_left).clamp(min=0)
-    enclosing = wh[..., 0] * wh[..., 1]
+    ax1, ay1, ax2, ay2 = (c.unsqueeze(-1) for c in boxes1.unbind(-1))
+    bx1, by1, bx2, by2 = (c.unsqueeze(-2) for c in boxes2.unbind(-1))
+    enclosing = (torch.maximum(ax2, bx2) - torch.minimum(ax1, bx1)).clamp(min=0) * (
+        torch.maximum(ay2, by2) - torch.minimum(ay1, by1)
+    ).clamp(min=0)
     return iou - (enclosing - union) / enclosing.clamp(min=eps)
 
 
@@ -79,7 +85,9 @@ def elementwise_generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     intersection = wh[..., 0] * wh[..., 1]
     union = box_area(boxes1) + box_area(boxes2) - intersection
     iou = intersection / union.clamp(min=eps)
-    enclosing_wh = (torch.maximum(boxes1[..., 2:], boxes2[..., 2:]) - torch.minimum(boxes1[..., :2], boxes2[..., :2]))
+    enclosing_wh = torch.maximum(boxes1[..., 2:], boxes2[..., 2:]) - torch.minimum(
+        boxes1[..., :2], boxes2[..., :2]
+    )
     enclosing = enclosing_wh[..., 0] * enclosing_wh[..., 1]
     return iou - (enclosing - union) / enclosing.clamp(min=eps)
 
@@ -116,7 +124,9 @@ class BoxCoder:
     def encode(self, boxes: Tensor, anchors: Tensor) -> Tensor:
         anchor_cxcywh = xyxy_to_cxcywh(anchors)
         box_cxcywh = xyxy_to_cxcywh(boxes)
-        center = (box_cxcywh[..., :2] - anchor_cxcywh[..., :2]) / anchor_cxcywh[..., 2:] / self.center_variance
+        center = (
+            (box_cxcywh[..., :2] - anchor_cxcywh[..., :2]) / anchor_cxcywh[..., 2:] / self.center_variance
+        )
         # A degenerate target must not produce log(0); the loss never sees one, but stay finite regardless.
         size_ratio = (box_cxcywh[..., 2:] / anchor_cxcywh[..., 2:]).clamp(min=1e-6)
         size = torch.log(size_ratio) / self.size_variance

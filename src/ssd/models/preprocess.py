@@ -1,0 +1,87 @@
+"""Preprocessing inside the model: any picture in, a normalised batch at the architecture's input size out.
+
+Doing this in the model (as torchvision does) means a user never has to know an architecture's input size or
+normalisation, and an exported model carries them too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ssd.errors import UserError
+
+
+def to_chw_tensor(image: Any) -> Tensor:
+    """A picture as a `(3, H, W)` tensor: uint8 stays uint8, float stays float (expected in [0, 1]).
+
+    Accepts CHW tensors, HWC numpy arrays and PIL images; grey pictures are repeated to three channels.
+    """
+    if isinstance(image, Tensor):
+        tensor = image
+    elif isinstance(image, np.ndarray):
+        array = image if image.ndim == 3 else image[:, :, None]
+        tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+    elif hasattr(image, "convert") and hasattr(image, "size"):  # PIL.Image, without importing PIL here
+        array = np.asarray(image.convert("RGB"))
+        tensor = torch.from_numpy(array.copy()).permute(2, 0, 1)
+    else:
+        raise UserError(
+            f"cannot use a picture of type {type(image).__name__}: give a tensor, numpy array or PIL image"
+        )
+    if tensor.ndim == 2:
+        tensor = tensor[None]
+    if tensor.ndim != 3 or tensor.shape[0] not in (1, 3, 4):
+        raise UserError(f"a picture must be (3, H, W) or (H, W, 3), got shape {tuple(tensor.shape)}")
+    if tensor.shape[0] == 1:
+        tensor = tensor.expand(3, -1, -1)
+    elif tensor.shape[0] == 4:
+        tensor = tensor[:3]
+    return tensor
+
+
+class Preprocess(nn.Module):
+    """Resize (bilinear, `align_corners=False`) to the input size and normalise with the model's mean/std."""
+
+    def __init__(self, input_size: tuple[int, int], image_mean: Sequence[float], image_std: Sequence[float]):
+        super().__init__()
+        self.input_size = tuple(input_size)
+        self.register_buffer(
+            "image_mean", torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1), False
+        )
+        self.register_buffer(
+            "image_std", torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1), False
+        )
+
+    def forward(self, images: Tensor | Sequence[Any]) -> tuple[Tensor, list[tuple[int, int]]]:
+        """Returns the batch `(B, 3, H_in, W_in)` and each picture's original (height, width)."""
+        device = self.image_mean.device
+        if isinstance(images, Tensor) and images.ndim == 4:
+            original_sizes = [tuple(images.shape[-2:])] * len(images)
+            batch = self._to_unit_float(images.to(device))
+            if tuple(batch.shape[-2:]) != self.input_size:
+                batch = F.interpolate(batch, size=self.input_size, mode="bilinear", align_corners=False)
+        else:
+            pictures = [to_chw_tensor(image).to(device) for image in images]
+            original_sizes = [tuple(p.shape[-2:]) for p in pictures]
+            batch = (
+                torch.cat([self._resize(self._to_unit_float(p[None])) for p in pictures])
+                if pictures
+                else (torch.empty(0, 3, *self.input_size, device=device))
+            )
+        return (batch - self.image_mean) / self.image_std, original_sizes
+
+    def _resize(self, picture: Tensor) -> Tensor:
+        if tuple(picture.shape[-2:]) == self.input_size:
+            return picture
+        return F.interpolate(picture, size=self.input_size, mode="bilinear", align_corners=False)
+
+    def _to_unit_float(self, pictures: Tensor) -> Tensor:
+        if pictures.dtype == torch.uint8:
+            return pictures.float().div_(255.0)
+        return pictures.float()

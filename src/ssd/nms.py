@@ -1,0 +1,117 @@
+"""Non-maximum suppression that gives exactly the standard greedy result, in vectorised torch.
+
+Greedy NMS visits boxes in decreasing score order and keeps a box unless a box kept before it overlaps it by
+more than the threshold. Written as a loop, that is one Python step per box. Here the same result comes from
+an IoU matrix: with boxes sorted by score, box j is kept iff no *kept* box i < j suppresses it. Starting from
+"everything kept" and re-applying that rule, the first t boxes are final after t passes, and in practice the
+chain of dependencies is short, so a handful of matrix passes resolve hundreds of boxes. Each pass is one
+batched matrix product, and groups (classes) are resolved side by side in one batch.
+
+Ties in score are broken by index (a stable sort), so the result is deterministic.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ssd.boxes import box_iou
+
+# Largest IoU matrix (elements) resolved in one piece; beyond it, groups are resolved in chunks.
+_MAX_MATRIX_ELEMENTS = 16_000_000
+# Boxes per block when a single group is too large for one matrix.
+_BLOCK = 2048
+
+
+def resolve_greedy_suppression(boxes: Tensor, valid: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy NMS on groups of boxes already sorted by decreasing score.
+
+    boxes: `(G, K, 4)`; valid: `(G, K)` bool, False for padding (padding neither suppresses nor is kept).
+    Returns `(G, K)` bool: which boxes survive. Groups never suppress each other.
+    """
+    if boxes.shape[1] == 0:
+        return valid.clone()
+    overlap = box_iou(boxes, boxes) > iou_threshold
+    # Only an earlier (higher-scoring) valid box may suppress a later one.
+    earlier = torch.ones(overlap.shape[-2:], dtype=torch.bool, device=boxes.device).triu(diagonal=1)
+    suppressors = (overlap & earlier & valid[:, :, None]).to(boxes.dtype)
+    keep = valid.clone()
+    while True:
+        suppressed = torch.bmm(keep.to(boxes.dtype)[:, None, :], suppressors)[:, 0] > 0
+        new_keep = valid & ~suppressed
+        if torch.equal(new_keep, keep):
+            return keep
+        keep = new_keep
+
+
+def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """Indices of the boxes kept by greedy NMS, in decreasing score order (like torchvision.ops.nms)."""
+    if boxes.numel() == 0:
+        return torch.empty(0, dtype=torch.long, device=boxes.device)
+    order = torch.sort(scores, descending=True, stable=True).indices
+    sorted_boxes = boxes[order].float()
+    if len(order) <= _BLOCK:
+        valid = torch.ones(1, len(order), dtype=torch.bool, device=boxes.device)
+        return order[resolve_greedy_suppression(sorted_boxes[None], valid, iou_threshold)[0]]
+    # Large inputs: resolve block by block; each block is first pruned by the boxes kept before it.
+    kept_parts: list[Tensor] = []
+    kept_boxes = sorted_boxes[:0]
+    for start in range(0, len(order), _BLOCK):
+        block = sorted_boxes[start : start + _BLOCK]
+        valid = torch.ones(len(block), dtype=torch.bool, device=boxes.device)
+        if len(kept_boxes):
+            valid &= ~(box_iou(kept_boxes, block) > iou_threshold).any(dim=0)
+        keep = resolve_greedy_suppression(block[None], valid[None], iou_threshold)[0]
+        kept_parts.append(order[start : start + _BLOCK][keep])
+        kept_boxes = torch.cat((kept_boxes, block[keep]))
+    return torch.cat(kept_parts)
+
+
+def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy NMS within each label; boxes of different labels never suppress each other.
+
+    Returns the kept indices in decreasing score order.
+    """
+    if boxes.numel() == 0:
+        return torch.empty(0, dtype=torch.long, device=boxes.device)
+    # Sort by score, then (stably) by label: each label's boxes become one contiguous, score-sorted run.
+    by_score = torch.sort(scores, descending=True, stable=True).indices
+    by_label = torch.sort(labels[by_score], stable=True).indices
+    order = by_score[by_label]
+    sorted_labels = labels[order]
+    unique_labels, counts = torch.unique_consecutive(sorted_labels, return_counts=True)
+    group_size = int(counts.max())
+    if group_size > _BLOCK:
+        kept = [
+            group_indices[nms(boxes[group_indices], scores[group_indices], iou_threshold)]
+            for group_indices in torch.split(order, counts.tolist())
+        ]
+        kept_indices = torch.cat(kept)
+    else:
+        kept_indices = _padded_group_nms(boxes, order, counts, group_size, iou_threshold)
+    return kept_indices[torch.sort(scores[kept_indices], descending=True, stable=True).indices]
+
+
+def _padded_group_nms(
+    boxes: Tensor, order: Tensor, counts: Tensor, group_size: int, iou_threshold: float
+) -> Tensor:
+    """Lay the label groups out as a padded `(G, K)` batch and resolve them together."""
+    num_groups = len(counts)
+    starts = torch.cumsum(counts, 0) - counts
+    group_of = torch.repeat_interleave(torch.arange(num_groups, device=boxes.device), counts)
+    slot_of = torch.arange(len(order), device=boxes.device) - starts[group_of]
+    padded_boxes = boxes.new_zeros(num_groups, group_size, 4, dtype=torch.float32)
+    padded_boxes[group_of, slot_of] = boxes[order].float()
+    valid = torch.zeros(num_groups, group_size, dtype=torch.bool, device=boxes.device)
+    valid[group_of, slot_of] = True
+    padded_index = torch.full((num_groups, group_size), -1, dtype=torch.long, device=boxes.device)
+    padded_index[group_of, slot_of] = order
+
+    chunk = max(1, _MAX_MATRIX_ELEMENTS // (group_size * group_size))
+    keep = torch.cat(
+        [
+            resolve_greedy_suppression(padded_boxes[i : i + chunk], valid[i : i + chunk], iou_threshold)
+            for i in range(0, num_groups, chunk)
+        ]
+    )
+    return padded_index[keep]
