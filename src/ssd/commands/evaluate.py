@@ -42,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import torch
-
     from ssd.data import build_dataset
+
     from ssd.errors import UserError
     from ssd.evaluation.evaluator import Evaluator
     from ssd.evaluation.model_loading import load_model_for_inference
@@ -60,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for, but torch sees no CUDA GPU")
 
+    if not Path(args.weights).is_file():
+        raise UserError(f"{args.weights}: no such weights file")
     dataset = build_dataset(args.datapath, args.split)
     num_classes = args.num_classes if args.num_classes is not None else dataset.num_classes
     loaded = load_model_for_inference(args.weights, arch=args.arch, num_classes=num_classes)
@@ -76,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     result = evaluator(model)
     print(format_table(result))
 
-    out_dir = Path(args.out) if args.out else Path("runs") / "eval" / f"{Path(args.weights).stem}_{args.split}"
+    default_out = Path("runs") / "eval" / f"{Path(args.weights).stem}_{args.split}"
+    out_dir = Path(args.out) if args.out else default_out
     written = write_report(result, out_dir, dataset, args.worst, args.score_threshold)
     print(f"\nreport written to {out_dir}/: metrics.json, detections_coco.json, pr_curves/", end="")
     print(", worst_pictures.png" if written.get("worst_pictures") else "")

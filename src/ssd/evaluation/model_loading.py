@@ -58,9 +58,12 @@ def load_model_for_inference(
             raise UserError(f"{path}: the checkpoint is a {stored_arch} model, not {arch}")
         if num_classes is not None and num_classes != stored_classes:
             raise UserError(f"{path}: the checkpoint has num_classes={stored_classes}, not {num_classes}")
-        model = build_model(stored_arch, num_classes=stored_classes)
-        model.load_state_dict(content["model"])
         class_names = list(content["class_names"]) if content.get("class_names") is not None else None
+        model = build_model(stored_arch, num_classes=stored_classes, class_names=class_names)
+        try:
+            model.load_state_dict(content["model"])
+        except RuntimeError as error:
+            raise UserError(f"{path}: the weights do not fit a {stored_arch} model ({error})") from error
         model.eval()
         return LoadedModel(model, stored_arch, stored_classes, class_names, "checkpoint")
 
