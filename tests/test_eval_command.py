@@ -22,20 +22,18 @@ def needs_dataset_loaders():
         pytest.skip("ssd.data.build_dataset is not available")
 
 
-def write_training_checkpoint(path, class_names=("cell", "dot")):
+@pytest.fixture(scope="module")
+def fresh_model():
+    """One freshly initialised two-class model for the module: building one takes seconds."""
     import ssd
 
-    model = ssd.build_model("mobilenetv3_ssd", num_classes=len(class_names) + 1)
-    torch.save(
-        {
-            "arch": "mobilenetv3_ssd",
-            "num_classes": len(class_names) + 1,
-            "class_names": list(class_names),
-            "model": model.state_dict(),
-        },
-        path,
-    )
-    return model
+    return ssd.build_model("mobilenetv3_ssd", num_classes=3)
+
+
+def write_training_checkpoint(path, model, class_names=("cell", "dot")):
+    """A checkpoint as training writes it: architecture, classes and weights in one dict."""
+    content = {"arch": "mobilenetv3_ssd", "num_classes": 3, "class_names": list(class_names)}
+    torch.save({**content, "model": model.state_dict()}, path)
 
 
 def write_voc_dataset(root, pictures=3):
@@ -79,9 +77,9 @@ def test_torchvision_weights_need_arch_and_num_classes(tmp_path):
         load_model_for_inference(weights, arch="mobilenetv3_ssd")
 
 
-def test_training_checkpoint_rebuilds_the_model(tmp_path):
+def test_training_checkpoint_rebuilds_the_model(tmp_path, fresh_model):
     path = tmp_path / "trained.pt"
-    original = write_training_checkpoint(path)
+    write_training_checkpoint(path, fresh_model)
     loaded = load_model_for_inference(path)
     assert (loaded.arch, loaded.num_classes, loaded.class_names, loaded.source) == (
         "mobilenetv3_ssd",
@@ -90,7 +88,7 @@ def test_training_checkpoint_rebuilds_the_model(tmp_path):
         "checkpoint",
     )
     assert not loaded.model.training
-    for key, value in original.state_dict().items():
+    for key, value in fresh_model.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[key], value), key
     with pytest.raises(UserError, match="is a mobilenetv3_ssd model, not vgg16_ssd300"):
         load_model_for_inference(path, arch="vgg16_ssd300")
@@ -109,11 +107,12 @@ def test_torchvision_checkpoint_loads(tmp_path):
     assert not loaded.model.training
 
 
-def test_cli_writes_the_report(tmp_path, capsys):
+@pytest.mark.slow
+def test_cli_writes_the_report(tmp_path, capsys, fresh_model):
     needs_dataset_loaders()
     data = write_voc_dataset(tmp_path / "voc")
     weights = tmp_path / "trained.pt"
-    write_training_checkpoint(weights)
+    write_training_checkpoint(weights, fresh_model)
     out = tmp_path / "report"
     argv = ["eval", "--weights", str(weights), "--datapath", str(data), "--split", "test"]
     code = main([*argv, "--out", str(out), "--batch-size", "2", "--workers", "0"])
@@ -129,11 +128,11 @@ def test_cli_writes_the_report(tmp_path, capsys):
     assert isinstance(json.loads((out / "detections_coco.json").read_text()), list)
 
 
-def test_cli_errors_are_one_line(tmp_path, capsys):
+def test_cli_errors_are_one_line(tmp_path, capsys, fresh_model):
     needs_dataset_loaders()
     data = write_voc_dataset(tmp_path / "voc")
     weights = tmp_path / "trained.pt"
-    write_training_checkpoint(weights, class_names=("apple", "pear"))
+    write_training_checkpoint(weights, fresh_model, class_names=("apple", "pear"))
     base = ["eval", "--datapath", str(data), "--split", "test", "--out", str(tmp_path / "out")]
     assert main([*base, "--weights", str(tmp_path / "absent.pt")]) == 2
     assert "absent.pt: no such weights file" in capsys.readouterr().err
