@@ -8,6 +8,7 @@ for, and `get_target` gives the ground truth without decoding anything (evaluati
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,6 +64,21 @@ class Record:
             "file_name": self.file_name,
             "orig_size": (self.height, self.width),
         }
+
+
+@contextlib.contextmanager
+def single_threaded():
+    """Run per-sample work on one thread: its tensors are small, and with several threads each little
+    operation pays hand-off costs many times its work (on a busy 2-core machine, 30 ms instead of 0.2 ms)."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def read_picture(path: Path) -> Tensor:
@@ -167,9 +183,10 @@ class DetectionDataset(Dataset):
         raise DatasetError(f"{self.source}: no picture in the dataset can be read")
 
     def __getitem__(self, index: int) -> tuple[Tensor, Target]:
-        image, target = self.load(index)
-        if self.transform is not None:
-            image, target = self.transform(image, target)
+        with single_threaded():
+            image, target = self.load(index)
+            if self.transform is not None:
+                image, target = self.transform(image, target)
         return image, target
 
 

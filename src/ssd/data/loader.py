@@ -7,32 +7,18 @@ sample's augmentation generator from that seed. The same `seed` gives the same b
 
 Per-sample work runs on one thread: the tensors are small, and with several threads each little operation pays
 thread hand-off costs many times its work (on a busy 2-core machine, 30 ms instead of 0.2 ms). DataLoader's
-workers already run on one thread; `load_sample` makes the main process do the same while it loads.
+workers already run on one thread; `single_threaded` makes the main process do the same while it loads.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ssd.data.dataset import DetectionDataset, Transform
-
-
-@contextlib.contextmanager
-def single_threaded():
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+from ssd.data.dataset import DetectionDataset, Transform, single_threaded
 
 
 class SeededSampler(Sampler):

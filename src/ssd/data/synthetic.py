@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from ssd.data.dataset import DetectionDataset, Record, Transform
+from ssd.data.dataset import DetectionDataset, Record, Transform, single_threaded
 from ssd.data.problems import ProblemLog
 from ssd.errors import DatasetError
 
@@ -187,7 +187,8 @@ class SyntheticShapes(DetectionDataset):
         layout = self.layouts[index]
         generator = torch.Generator()
         generator.set_state(layout["generator_state"])
-        return render(layout, generator)
+        with single_threaded():  # also makes the pixels the same whatever the caller's thread count
+            return render(layout, generator)
 
     def load(self, index: int) -> tuple[Tensor, dict]:
         return self.picture(index), self.records[index].target()

@@ -79,6 +79,14 @@ def resize_image(image: Tensor, height: int, width: int) -> Tensor:
     )[0]
 
 
+def _scale_boxes(boxes: Tensor, scale: Tensor, height: int, width: int) -> Tensor:
+    """Boxes times (sx, sy, sx, sy), kept inside the new picture (float rounding can overshoot by an ulp)."""
+    scaled = boxes * scale
+    scaled[:, 0::2] = scaled[:, 0::2].clamp(0, width)
+    scaled[:, 1::2] = scaled[:, 1::2].clamp(0, height)
+    return scaled
+
+
 class Compose:
     def __init__(self, transforms: list):
         self.transforms = list(transforms)
@@ -307,7 +315,9 @@ class Resize:
         _, height, width = image.shape
         out_h, out_w = self.size
         scale = torch.tensor([out_w / width, out_h / height, out_w / width, out_h / height])
-        return resize_image(image, out_h, out_w), dict(target, boxes=target["boxes"] * scale)
+        return resize_image(image, out_h, out_w), dict(
+            target, boxes=_scale_boxes(target["boxes"], scale, out_h, out_w)
+        )
 
 
 class SanitizeBoxes:
@@ -354,7 +364,9 @@ class ZoomOutCropResize:
         win_top, win_left, win_h, win_w = window
         out_h, out_w = self.size
         scale_x, scale_y = out_w / win_w, out_h / win_h
-        target["boxes"] = target["boxes"] * torch.tensor([scale_x, scale_y, scale_x, scale_y])
+        target["boxes"] = _scale_boxes(
+            target["boxes"], torch.tensor([scale_x, scale_y, scale_x, scale_y]), out_h, out_w
+        )
 
         # The picture's part inside the window, in canvas pixels, and where it lands in the output.
         x0, x1 = max(win_left, left), min(win_left + win_w, left + width)
