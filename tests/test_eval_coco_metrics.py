@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -330,3 +331,10 @@ def test_coco_mini_category_ids_round_trip():
     metrics = evaluate_coco(coco_gt.dataset, results)
     assert metrics.stats[0] == pytest.approx(1.0, abs=1e-12)
     assert all(np.isnan(ap) or ap == pytest.approx(1.0) for ap in metrics.ap_per_class)
+
+
+def test_missing_faster_coco_eval_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "faster_coco_eval", None)  # makes `import faster_coco_eval` fail
+    ground_truth = build_coco_ground_truth(make_targets(), CLASS_NAMES, CATEGORY_IDS)
+    with pytest.raises(UserError, match="pip install faster-coco-eval"):
+        evaluate_coco(ground_truth, [], backend="faster-coco-eval")
