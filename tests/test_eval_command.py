@@ -22,6 +22,15 @@ def needs_dataset_loaders():
         pytest.skip("ssd.data.build_dataset is not available")
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """On a busy 2-core machine, torch's spinning worker threads make inference several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def fresh_model():
     """One freshly initialised two-class model for the module: building one takes seconds."""
@@ -107,7 +116,6 @@ def test_torchvision_checkpoint_loads(tmp_path):
     assert not loaded.model.training
 
 
-@pytest.mark.slow
 def test_cli_writes_the_report(tmp_path, capsys, fresh_model):
     needs_dataset_loaders()
     data = write_voc_dataset(tmp_path / "voc")
