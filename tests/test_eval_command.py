@@ -39,9 +39,10 @@ def fresh_model():
     return ssd.build_model("mobilenetv3_ssd", num_classes=3)
 
 
-def write_training_checkpoint(path, model, class_names=("cell", "dot")):
-    """A checkpoint as training writes it: architecture, classes and weights in one dict."""
+def write_training_checkpoint(path, model, class_names=("cell", "dot"), **config_changes):
+    """A checkpoint as training writes it: architecture, classes, model config and weights in one dict."""
     content = {"arch": "mobilenetv3_ssd", "num_classes": 3, "class_names": list(class_names)}
+    content["config"] = model.config.replace(**config_changes).to_dict()
     torch.save({**content, "model": model.state_dict()}, path)
 
 
@@ -99,6 +100,9 @@ def test_training_checkpoint_rebuilds_the_model(tmp_path, fresh_model):
     assert not loaded.model.training
     for key, value in fresh_model.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[key], value), key
+    # The stored config comes back: here a post-processing setting changed during training.
+    write_training_checkpoint(path, fresh_model, score_threshold=0.25)
+    assert load_model_for_inference(path).model.config.score_threshold == 0.25
     with pytest.raises(UserError, match="is a mobilenetv3_ssd model, not vgg16_ssd300"):
         load_model_for_inference(path, arch="vgg16_ssd300")
     with pytest.raises(UserError, match="num_classes=3, not 5"):

@@ -1,7 +1,7 @@
 """Load a detector for inference from either kind of weights file the package accepts.
 
-- A training checkpoint of this package: a dict holding `arch`, `num_classes`, `class_names` and the
-  weights under `model`; everything needed to rebuild the model is inside.
+- A training checkpoint of this package: a dict holding `arch`, `num_classes`, `class_names`, the model's
+  `config` (`SSDConfig.to_dict()`) and the weights under `model`; everything needed to rebuild the model.
 - A torchvision SSD checkpoint (a bare `state_dict`, or a dict with one under `state_dict`): it holds
   weights only, so the architecture and the number of classes (background included) must be given.
 """
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ssd.config import SSDConfig
 from ssd.errors import UserError
 
 
@@ -37,6 +38,17 @@ def _read(path: Path):
         raise UserError(f"{path}: cannot be read as a PyTorch weights file ({error})") from error
 
 
+def _model_config(stored, path: Path) -> SSDConfig | None:
+    """The model's config as training stored it (`SSDConfig.to_dict()`), so a changed input size, default
+    boxes or post-processing come back; None (the architecture's defaults) where the checkpoint has none."""
+    if not isinstance(stored, dict) or "input_size" not in stored:
+        return None
+    try:
+        return SSDConfig.from_dict(stored)
+    except (KeyError, TypeError, ValueError) as error:
+        raise UserError(f"{path}: the stored model config cannot be read ({error})") from error
+
+
 def load_model_for_inference(
     path: str | Path, arch: str | None = None, num_classes: int | None = None
 ) -> LoadedModel:
@@ -59,7 +71,8 @@ def load_model_for_inference(
         if num_classes is not None and num_classes != stored_classes:
             raise UserError(f"{path}: the checkpoint has num_classes={stored_classes}, not {num_classes}")
         class_names = list(content["class_names"]) if content.get("class_names") is not None else None
-        model = build_model(stored_arch, num_classes=stored_classes, class_names=class_names)
+        config = _model_config(content.get("config"), path)
+        model = build_model(stored_arch, num_classes=stored_classes, class_names=class_names, config=config)
         try:
             model.load_state_dict(content["model"])
         except RuntimeError as error:
