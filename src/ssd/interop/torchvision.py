@@ -128,6 +128,8 @@ def load_mapped_weights(
     notes.insert(
         0, f"{path}: loaded {len(mapped)} tensors ({'whole model' if scope == 'all' else 'backbone only'})"
     )
+    if fresh:
+        notes.append(f"{path}: not in the file, kept at their initialisation: {', '.join(fresh)}")
     return notes
 
 
