@@ -76,7 +76,8 @@ def collate_detection(batch: Sequence[tuple[Tensor, dict]]) -> tuple[Tensor | li
     images = [image for image, _ in batch]
     targets = [target for _, target in batch]
     if all(image.shape == images[0].shape for image in images):
-        return torch.stack(images), targets
+        with single_threaded():  # a copy of a few MB: threads only add hand-off costs
+            return torch.stack(images), targets
     return images, targets
 
 
