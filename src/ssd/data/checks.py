@@ -107,7 +107,8 @@ def format_report(report: SplitReport) -> str:
     heights = torch.tensor([r.height for r in records], dtype=torch.float32)
     box_w, box_h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     area = box_w * box_h
-    lines += ["", f"sizes ({len(sizes)} distinct picture sizes; most common: {common or '-'}):"]
+    distinct = f"{len(sizes)} distinct picture size{'s' if len(sizes) != 1 else ''}"
+    lines += ["", f"sizes ({distinct}; most common: {common or '-'}):"]
     lines.append(
         _table(
             ["", "min", "median", "mean", "max"],

@@ -85,12 +85,13 @@ def read_picture(path: Path) -> Tensor:
     """A picture file as a uint8 (3, H, W) RGB tensor; DatasetError naming the file if it cannot be read."""
     try:
         with Image.open(path) as picture:
-            array = np.array(picture.convert("RGB"))
+            array = np.array(picture if picture.mode == "RGB" else picture.convert("RGB"))
     except FileNotFoundError:
         raise DatasetError(f"{path}: picture not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DatasetError(f"{path}: picture cannot be decoded ({error})") from None
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    # A (3, H, W) view of the (H, W, 3) pixels: copying to channels-first would cost as much as the resize.
+    return torch.from_numpy(array).permute(2, 0, 1)
 
 
 def picture_size(path: Path, verify: str) -> tuple[int, int]:
@@ -187,7 +188,7 @@ class DetectionDataset(Dataset):
             image, target = self.load(index)
             if self.transform is not None:
                 image, target = self.transform(image, target)
-        return image, target
+            return image.contiguous(), target
 
 
 @dataclass

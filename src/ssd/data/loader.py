@@ -67,7 +67,7 @@ def load_sample(
         if transform is not None:
             generator = torch.Generator().manual_seed(seed) if seed is not None else None
             image, target = transform(image, target, generator)
-    return image, target
+        return image.contiguous(), target  # a no-op after a resize; decoded pictures are channels-last views
 
 
 def collate_detection(batch: Sequence[tuple[Tensor, dict]]) -> tuple[Tensor | list[Tensor], list[dict]]:
@@ -76,7 +76,8 @@ def collate_detection(batch: Sequence[tuple[Tensor, dict]]) -> tuple[Tensor | li
     images = [image for image, _ in batch]
     targets = [target for _, target in batch]
     if all(image.shape == images[0].shape for image in images):
-        return torch.stack(images), targets
+        with single_threaded():  # a copy of a few MB: threads only add hand-off costs
+            return torch.stack(images), targets
     return images, targets
 
 
