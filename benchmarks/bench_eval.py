@@ -39,11 +39,11 @@ def main() -> int:
         return 1
 
     from ssd.data import build_dataset
+    from ssd.engine.checkpoint import load_model
     from ssd.evaluation.evaluator import Evaluator, evaluate_detections
-    from ssd.evaluation.model_loading import load_model_for_inference
 
     dataset = build_dataset(BCCD, "test")
-    model = load_model_for_inference(WEIGHTS, arch="mobilenetv3_ssd", num_classes=4).model
+    model = load_model(WEIGHTS, arch="mobilenetv3_ssd")
     evaluator = Evaluator(dataset, batch_size=args.batch_size, num_workers=args.workers, progress=False)
     evaluator(model)  # warm-up: first-call allocations and worker start-up are not what is measured
 
