@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from conftest import BCCD, FIXTURES, shared_path
-from PIL import Image
+from data_writers import write_voc
 
 from ssd.cli import main
 from ssd.engine.checkpoint import model_checkpoint, save_checkpoint
@@ -39,26 +39,12 @@ def write_training_checkpoint(path, model, class_names=("cell", "dot")):
 
 
 def write_voc_dataset(root, pictures=3):
-    """A small Pascal VOC folder: two classes, a difficult box, one split called `test`."""
-    (root / "Annotations").mkdir(parents=True)
-    (root / "JPEGImages").mkdir()
-    (root / "ImageSets" / "Main").mkdir(parents=True)
-    names = []
-    for index in range(pictures):
-        name = f"picture_{index:03d}"
-        names.append(name)
-        Image.new("RGB", (160, 120), (40 * index, 90, 160)).save(root / "JPEGImages" / f"{name}.jpg")
-        objects = "".join(
-            f"<object><name>{label}</name><difficult>{difficult}</difficult><bndbox><xmin>{x}</xmin>"
-            f"<ymin>20</ymin><xmax>{x + 40}</xmax><ymax>70</ymax></bndbox></object>"
-            for label, difficult, x in (("cell", 0, 10), ("dot", index % 2, 90))
-        )
-        (root / "Annotations" / f"{name}.xml").write_text(
-            f"<annotation><filename>{name}.jpg</filename><size><width>160</width><height>120</height>"
-            f"<depth>3</depth></size>{objects}</annotation>"
-        )
-    (root / "ImageSets" / "Main" / "test.txt").write_text("\n".join(names) + "\n")
-    return root
+    """A small Pascal VOC folder: two classes, a difficult box in every other picture, one split `test`."""
+    objects = {
+        f"picture_{index:03d}": [("cell", 10, 20, 50, 70), ("dot", 90, 20, 130, 70, index % 2)]
+        for index in range(pictures)
+    }
+    return write_voc(root, objects, splits={"test": list(objects)}, width=160, height=120)
 
 
 def test_cli_writes_the_report(tmp_path, capsys, fresh_model):
@@ -74,7 +60,7 @@ def test_cli_writes_the_report(tmp_path, capsys, fresh_model):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_images"] == 3
     assert [c["name"] for c in metrics["per_class"]] == ["cell", "dot"]
-    # Only one picture's "dot" box is not difficult: 3 cells and 1 dot to find.
+    # The dot of picture 1 is difficult: 3 cells and 2 dots to find.
     assert [c["objects"] for c in metrics["per_class"]] == [3, 2]
     assert sorted(p.name for p in (out / "pr_curves").iterdir()) == ["pr_001_cell.png", "pr_002_dot.png"]
     assert isinstance(json.loads((out / "detections_coco.json").read_text()), list)
