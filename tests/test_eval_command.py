@@ -59,6 +59,12 @@ def test_cli_writes_the_report(tmp_path, capsys, fresh_model):
     assert "COCO metrics (3 pictures)" in printed and "VOC mAP@0.5" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_images"] == 3
+    assert metrics["run"] == {
+        "weights": str(weights),
+        "datapath": str(data),
+        "split": "test",
+        "arch": "mobilenetv3_ssd",
+    }
     assert [c["name"] for c in metrics["per_class"]] == ["cell", "dot"]
     # The dot of picture 1 is difficult: 3 cells and 2 dots to find.
     assert [c["objects"] for c in metrics["per_class"]] == [3, 2]

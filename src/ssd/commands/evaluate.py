@@ -80,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
 
     default_out = Path("runs") / "eval" / f"{Path(args.weights).stem}_{args.split}"
     out_dir = Path(args.out) if args.out else default_out
-    written = write_report(result, out_dir, dataset, args.worst, args.score_threshold)
+    run = {"weights": str(args.weights), "datapath": str(args.datapath), "split": args.split}
+    run["arch"] = model.config.arch
+    written = write_report(result, out_dir, dataset, args.worst, args.score_threshold, run)
     print(f"\nreport written to {out_dir}/: metrics.json, detections_coco.json, pr_curves/", end="")
     print(", worst_pictures.png" if written.get("worst_pictures") else "")
     return 0
