@@ -30,7 +30,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
-    parser.add_argument("--json", default="benchmarks/results/bench_eval.json")
+    parser.add_argument("--json", default="benchmarks/results/eval.json")
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -73,7 +73,7 @@ def main() -> int:
         "batch_size": args.batch_size,
         "workers": args.workers,
         "torch_threads": torch.get_num_threads(),
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, CPU",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU used",
         "seconds_total_median": total,
         "seconds_model_median": model_time,
         "cpu_seconds_median": cpu_time,
