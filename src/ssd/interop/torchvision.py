@@ -79,7 +79,9 @@ def load_torchvision_weights(model: nn.Module, path: str | Path) -> list[str]:
     else:
         mapped, unmatched = map_keys(state_dict, architecture.imagenet_keys, architecture.imagenet_ignore)
         scope = "backbone"
-    return load_mapped_weights(model, mapped, unmatched, path, scope, architecture.imagenet_overrides)
+    return load_mapped_weights(
+        model, mapped, unmatched, path, scope, architecture.imagenet_overrides, architecture.imagenet_optional
+    )
 
 
 def load_mapped_weights(
@@ -89,13 +91,17 @@ def load_mapped_weights(
     path: str | Path,
     scope: str,
     imagenet_overrides: Mapping[str, object] | None = None,
+    optional_patterns: Sequence[str] = (),
 ) -> list[str]:
     """Check `mapped` against the model, then load it. `scope` 'backbone' loads only `backbone.*` keys."""
     own = model.state_dict()
     expected = {k for k in own if scope == "all" or k.startswith("backbone.")}
     # A backbone file says nothing of BatchNorm's batch counter; that is no reason to refuse it.
     optional = {k for k in expected if k.endswith("num_batches_tracked")}
+    if scope == "backbone":
+        optional |= {k for k in expected if any(re.search(p, k) for p in optional_patterns)}
     missing = sorted(expected - mapped.keys() - optional)
+    fresh = sorted(k for k in optional - mapped.keys() if not k.endswith("num_batches_tracked"))
     unexpected = sorted(unmatched + [k for k in mapped if k not in own])
     wrong_shapes = {
         k: (tuple(v.shape), tuple(own[k].shape))
@@ -122,6 +128,8 @@ def load_mapped_weights(
     notes.insert(
         0, f"{path}: loaded {len(mapped)} tensors ({'whole model' if scope == 'all' else 'backbone only'})"
     )
+    if fresh:
+        notes.append(f"{path}: not in the file, kept at their initialisation: {', '.join(fresh)}")
     return notes
 
 

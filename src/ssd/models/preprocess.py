@@ -26,6 +26,8 @@ def to_chw_tensor(image: Any) -> Tensor:
         tensor = image
     elif isinstance(image, np.ndarray):
         array = image if image.ndim == 3 else image[:, :, None]
+        if not array.flags.writeable:  # e.g. np.asarray(PIL image); torch wants memory it may write
+            array = array.copy()
         tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
     elif hasattr(image, "convert") and hasattr(image, "size"):  # PIL.Image, without importing PIL here
         array = np.asarray(image.convert("RGB"))

@@ -40,6 +40,9 @@ class Architecture:
     torchvision_keys: Sequence[KeyRule] = ()
     imagenet_keys: Sequence[KeyRule] = ()
     imagenet_ignore: Sequence[str] = ()
+    # Backbone layers that SSD adds to the classification network (e.g. VGG's fc6/fc7 as convolutions, the
+    # L2Norm scale): an ImageNet file may lack them, and then they keep their initialisation.
+    imagenet_optional: Sequence[str] = ()
     # Config changes an ImageNet backbone file needs (e.g. MobileNetV3's full tail instead of the reduced one).
     imagenet_overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -113,4 +116,4 @@ def build_model(
 
 def _load_builtin_architectures() -> None:
     # Importing the backbone modules registers their architectures.
-    from ssd.models.backbones import mobilenetv3, resnet, vgg  # noqa: F401
+    from ssd.models.backbones import mobilenetv3, mobilenetv3_small, resnet, vgg  # noqa: F401

@@ -137,6 +137,7 @@ VGG16_SSD300 = register_architecture(
         torchvision_keys=_TORCHVISION_KEYS,
         imagenet_keys=_IMAGENET_KEYS,
         imagenet_ignore=[r"^classifier\.", r"^(29|30|32|34)\."],
+        imagenet_optional=[r"^backbone\.fc\.", r"^backbone\.l2norm\."],
     )
 )
 
@@ -161,5 +162,6 @@ VGG16_SSD512 = register_architecture(
         build_layers=build_vgg16_ssd512_layers,
         imagenet_keys=_IMAGENET_KEYS,
         imagenet_ignore=[r"^classifier\.", r"^(29|30|32|34)\."],
+        imagenet_optional=[r"^backbone\.fc\.", r"^backbone\.l2norm\."],
     )
 )

@@ -1,0 +1,142 @@
+"""Checkpoints: written atomically, read with `weights_only=True`, and enough to rebuild the model alone.
+
+A checkpoint is a dict of plain types and tensors:
+  format, format_version, ssd_version   what wrote it
+  arch, config, num_classes, class_names  everything needed to rebuild the model without other files
+  model                                 the model's state dict (what inference uses, unless `ema` is present)
+  ema                                   the EMA weights' state dict, or absent
+  optimizer, scheduler, scaler, epoch, step, rng, metrics, command   training state, for an exact resume
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ssd.config import SSDConfig
+from ssd.errors import UserError
+
+CHECKPOINT_FORMAT = "ssd-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def save_checkpoint(path: str | Path, checkpoint: Mapping[str, Any]) -> Path:
+    """Write to a temporary file in the same folder, then rename: a crash never leaves a half-written file."""
+    from ssd import __version__
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    content = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "ssd_version": __version__}
+    content.update(checkpoint)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(content, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def model_checkpoint(model: torch.nn.Module, **extra: Any) -> dict[str, Any]:
+    """The part of a checkpoint that describes the model; training adds its own state through `extra`."""
+    return {
+        "arch": model.config.arch,
+        "config": model.config.to_dict(),
+        "num_classes": model.num_classes,
+        "class_names": list(model.class_names) if model.class_names is not None else None,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **extra,
+    }
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A file of ours, read safely; a clear error for a missing, corrupt or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such checkpoint file")
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # corrupt, truncated, or a pickle that is not plain data
+        raise UserError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from error
+    if not is_ssd_checkpoint(content):
+        raise UserError(f"{path}: not a checkpoint written by ssd")
+    return content
+
+
+def is_ssd_checkpoint(content: Any) -> bool:
+    return isinstance(content, Mapping) and content.get("format") == CHECKPOINT_FORMAT
+
+
+def load_model(
+    path: str | Path,
+    arch: str | None = None,
+    num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
+    device: str | torch.device | None = None,
+    use_ema: bool = True,
+) -> torch.nn.Module:
+    """A model ready for inference from any weights file the toolkit knows.
+
+    Our checkpoints rebuild themselves (architecture, config, classes). A torchvision SSD checkpoint needs
+    `arch`; its class count is read from the file unless given.
+    """
+    from ssd.interop.torchvision import read_state_dict
+    from ssd.models.registry import build_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such weights file")
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise UserError(f"{path}: not a readable weights file ({type(error).__name__}: {error})") from error
+    if is_ssd_checkpoint(content):
+        config = SSDConfig.from_dict(content["config"])
+        model = build_model(
+            content["arch"],
+            num_classes=content["num_classes"],
+            class_names=content.get("class_names"),
+            config=config,
+        )
+        weights = content.get("ema") if use_ema and content.get("ema") is not None else content["model"]
+        model.load_state_dict(weights)
+    else:
+        if arch is None:
+            raise UserError(f"{path}: a torchvision weights file; say which architecture it is (--arch)")
+        state_dict = read_state_dict(path)
+        if num_classes is None:
+            num_classes = _class_count_of_torchvision_checkpoint(state_dict, arch, path)
+        model = build_model(arch, num_classes=num_classes, class_names=class_names)
+        model.load_torchvision(path)
+    if class_names is not None and model.class_names is None:
+        model.class_names = list(class_names)
+    return model.to(device or "cpu").eval()
+
+
+def _class_count_of_torchvision_checkpoint(
+    state_dict: Mapping[str, torch.Tensor], arch: str, path: Path
+) -> int:
+    from ssd.anchors import boxes_per_location
+    from ssd.models.registry import get_architecture
+
+    head = [
+        k
+        for k in state_dict
+        if k.startswith("head.classification_head.module_list.0.") and k.endswith("bias")
+    ]
+    if not head:
+        raise UserError(f"{path}: no classification head found; give the number of classes (--num-classes)")
+    outputs = state_dict[sorted(head)[-1]].shape[0]
+    per_location = boxes_per_location(get_architecture(arch).config.aspect_ratios)[0]
+    if outputs % per_location:
+        raise UserError(f"{path}: its classification head does not fit {arch}")
+    return outputs // per_location
