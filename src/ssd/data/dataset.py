@@ -53,8 +53,12 @@ class Record:
     labels: Tensor = field(default_factory=lambda: torch.zeros((0,), dtype=torch.int64))
     iscrowd: Tensor = field(default_factory=lambda: torch.zeros((0,), dtype=torch.bool))
     difficult: Tensor = field(default_factory=lambda: torch.zeros((0,), dtype=torch.bool))
-    # The annotation's area (COCO's is the mask's, which decides AP small/medium/large), else the box's.
-    area: Tensor = field(default_factory=lambda: torch.zeros((0,), dtype=torch.float32))
+    # The annotation's area (COCO's is the mask's, which decides AP small/medium/large); None: the box's.
+    area: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.area is None:
+            self.area = (self.boxes[:, 2] - self.boxes[:, 0]) * (self.boxes[:, 3] - self.boxes[:, 1])
 
     def target(self) -> Target:
         return {
