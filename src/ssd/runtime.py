@@ -209,10 +209,14 @@ class TorchScriptPredictor(ExportedPredictor):
 
 
 def is_exported_model(path: str | Path) -> bool:
-    """An ONNX file, or a TorchScript archive written by `ssd export` (a zip holding extra/ssd.json)."""
+    """An ONNX file (by extension), or a TorchScript archive written by `ssd export` (holding ssd.json)."""
     path = Path(path)
     if path.suffix.lower() == ".onnx":
         return True
+    return _is_torchscript_export(path)
+
+
+def _is_torchscript_export(path: Path) -> bool:
     import zipfile
 
     if not zipfile.is_zipfile(path):
@@ -222,8 +226,8 @@ def is_exported_model(path: str | Path) -> bool:
 
 
 def load_predictor(path: str | Path, threads: int | None = None) -> ExportedPredictor:
-    """The predictor for an exported file: by extension `.onnx`, otherwise TorchScript."""
+    """The predictor for an exported file: TorchScript if it is one of ours, otherwise ONNX."""
     path = Path(path)
-    if path.suffix.lower() == ".onnx":
-        return OnnxPredictor(path, threads)
-    return TorchScriptPredictor(path, threads)
+    if path.is_file() and _is_torchscript_export(path):
+        return TorchScriptPredictor(path, threads)
+    return OnnxPredictor(path, threads)
