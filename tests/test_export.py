@@ -84,6 +84,7 @@ def test_exported_file_carries_metadata_and_detect_recognises_it(bccd_exports, b
     assert not is_exported_model(shared_path(FIXTURES / "ssdlite320_bccd_trained.pt"))
 
 
+@pytest.mark.slow
 def test_fixed_batch_export_runs_any_number_of_pictures(bccd_model, tmp_path):
     pictures = bccd_pictures(3)
     path = tmp_path / "fixed.onnx"

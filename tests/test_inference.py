@@ -7,7 +7,12 @@ from test_postprocess import ANCHORS, naive_postprocess
 
 import ssd
 from ssd.boxes import box_iou
-from ssd.inference import find_conv_batchnorm_pairs, fold_batchnorm_into_conv, fuse_batchnorm
+from ssd.inference import (
+    find_conv_batchnorm_pairs,
+    fold_batchnorm_into_conv,
+    fuse_batchnorm,
+    prepare_for_inference,
+)
 from ssd.nms import iou_above
 from ssd.postprocess import PostProcessor
 
@@ -63,14 +68,19 @@ def test_pairs_are_found_through_the_data_flow_not_names():
     assert sorted(pairs) == [("first", "norm_of_first"), ("second", "norm_of_second")]
 
 
-def test_fused_fixture_model_keeps_torchvision_parity():
-    path = shared_path(FIXTURES / "ssdlite320_mobilenet_v3_large.pt")
+@pytest.mark.parametrize(
+    "file_name,arch,num_classes",
+    [("ssdlite320_mobilenet_v3_large.pt", "mobilenetv3_ssd", 91), ("ssd300_vgg16.pt", "vgg16_ssd300", 21)],
+)
+def test_prepared_fixture_model_keeps_torchvision_parity(file_name, arch, num_classes):
+    """Folded BatchNorm and channels-last: still torchvision's numbers."""
+    path = shared_path(FIXTURES / file_name)
     fixture = torch.load(path, weights_only=True)
-    model = ssd.build_model("mobilenetv3_ssd", num_classes=91)
+    model = ssd.build_model(arch, num_classes=num_classes)
     model.load_torchvision(path)
-    fused = fuse_batchnorm(model.eval())
+    prepared = prepare_for_inference(model)
     with torch.no_grad():
-        cls_logits, bbox_regression = fused.head_outputs(fixture["preprocessed"])
+        cls_logits, bbox_regression = prepared.head_outputs(fixture["preprocessed"])
     assert (cls_logits - fixture["cls_logits"]).abs().max() < 1e-4
     assert (bbox_regression - fixture["bbox_regression"]).abs().max() < 1e-4
 

@@ -69,7 +69,7 @@ def benchmark_model(
     batch_sizes: tuple[int, ...] = (1, 8),
     threads: int | None = None,
     fuse: bool = True,
-    channels_last: bool = False,
+    channels_last: bool = True,
     onnx_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Benchmark `model` (an `SSD`) on `picture` (uint8 CHW) with the PyTorch or onnxruntime backend."""

@@ -78,7 +78,8 @@ def export_model(
         raise UserError(f"unknown export format {format!r}; known: {', '.join(FORMATS)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    prepared = prepare_for_inference(model)
+    # ONNX and TorchScript graphs carry no memory layout: export the folded model in the default one.
+    prepared = prepare_for_inference(model, channels_last=False)
     pictures = pictures if pictures is not None else sample_pictures()
     example = _resized_batch(prepared, pictures[:1])
     graph_kind = "detections" if with_postprocess else "network"

@@ -17,7 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per CPU)")
     parser.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers (to measure folding)")
     parser.add_argument(
-        "--channels-last", action="store_true", help="run the network in channels-last layout"
+        "--no-channels-last",
+        action="store_true",
+        help="keep the default memory layout (to measure channels-last)",
     )
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
 
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         runs=args.runs,
         threads=args.threads,
         fuse=not args.no_fuse,
-        channels_last=args.channels_last,
+        channels_last=not args.no_channels_last,
     )
     print(format_results([result]))
     if args.json:
