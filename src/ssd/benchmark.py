@@ -7,6 +7,7 @@ code. Timings are medians (and 95th percentiles) of many runs after a warm-up, s
 
 from __future__ import annotations
 
+import os
 import resource
 import statistics
 import sys
@@ -21,9 +22,25 @@ from ssd.inference import prepare_for_inference, set_inference_threads
 
 
 def peak_rss_mb() -> float:
-    """The process's peak resident memory so far, in MiB (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """The process's peak resident memory (MiB) since the last `reset_peak_rss()`, or since it started."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def reset_peak_rss() -> None:
+    """Start a new peak-memory measurement (Linux): exporting or loading must not count as inference."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        pass
 
 
 def time_calls(
@@ -75,6 +92,7 @@ def benchmark_model(
     onnx_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Benchmark `model` (an `SSD`) on `picture` (uint8 CHW) with the PyTorch or onnxruntime backend."""
+    load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     threads = set_inference_threads(threads)
     gflops_peak = matmul_gflops()
     prepared = prepare_for_inference(model, fuse=fuse, channels_last=channels_last)
@@ -83,6 +101,7 @@ def benchmark_model(
         "arch": model.config.arch,
         "backend": backend,
         "threads": threads,
+        "load_average_at_start": load_average,  # other work on the machine makes every figure slower
         "fused_batchnorm": fuse,
         "channels_last": channels_last,
         "input_size": list(model.config.input_size),
@@ -99,6 +118,7 @@ def benchmark_model(
     else:
         raise ValueError(f"unknown backend {backend!r}")
 
+    reset_peak_rss()
     with torch.inference_mode():
         for batch in batch_sizes:
             pictures = [picture] * batch

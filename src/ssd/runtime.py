@@ -151,13 +151,13 @@ class OnnxPredictor(ExportedPredictor):
             import onnxruntime
         except ImportError as error:
             raise UserError("running an ONNX model needs onnxruntime: pip install onnxruntime") from error
-        from ssd.inference import available_cpus
+        from ssd.inference import default_threads
 
         path = Path(path)
         if not path.is_file():
             raise UserError(f"{path}: no such ONNX file")
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or available_cpus()
+        options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:

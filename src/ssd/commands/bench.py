@@ -14,7 +14,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     parser.add_argument("--picture", default=None, help="picture to run on (default: a 480x640 random one)")
     parser.add_argument("--runs", type=int, default=50, help="timed runs at batch 1 (default: 50)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per CPU)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads (default: one per CPU not busy with other work)",
+    )
     parser.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers (to measure folding)")
     parser.add_argument(
         "--no-channels-last",

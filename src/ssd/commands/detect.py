@@ -40,7 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-pictures", action="store_true", help="write only the detections, no annotated pictures"
     )
     parser.add_argument(
-        "--threads", type=int, default=None, help="CPU threads (default: one per available CPU)"
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads (default: one per CPU not busy with other work)",
     )
 
 
