@@ -38,7 +38,8 @@ class Agreement:
     def describe(self) -> str:
         return (
             f"{self.matched} of {self.count_a} / {self.count_b} detections matched, "
-            f"{self.unmatched_decisive} unmatched above the highest tie ({self.tie_score:.4g}), max box error {self.max_box_error:.3g} px, "
+            f"{self.unmatched_decisive} unmatched above the highest tie ({self.tie_score:.4g}), "
+            f"max box error {self.max_box_error:.3g} px, "
             f"max score error {self.max_score_error:.3g}"
         )
 

@@ -137,8 +137,10 @@ def _export_torchscript(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript is in maintenance in PyTorch 2.x; it still runs
         network = torch.jit.trace(NetworkGraph(model).eval(), example, check_trace=False)
-        module = torch.jit.script(DetectionGraph(model, network).eval()) if with_postprocess else network
-        module = torch.jit.freeze(module.eval()) if not with_postprocess else module
+        if with_postprocess:
+            module = torch.jit.script(DetectionGraph(model, network).eval())
+        else:
+            module = torch.jit.freeze(network)  # weights become constants: a faster, smaller graph
     torch.jit.save(module, str(path), _extra_files={f"{METADATA_KEY}.json": metadata})
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ssd.boxes import BoxCoder
 from ssd.config import SSDConfig
 from ssd.errors import UserError
 from ssd.models.preprocess import Preprocess
@@ -89,9 +90,7 @@ class ExportedPredictor:
             self.config.nms_threshold,
             self.config.detections_per_image,
             self.config.topk_candidates,
-        )
-        self.postprocessor.box_coder.center_variance, self.postprocessor.box_coder.size_variance = (
-            self.config.variances
+            BoxCoder(self.config.variances),
         )
         self._anchors: Tensor | None = None
 
