@@ -50,3 +50,14 @@ def test_bench_command_writes_json(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["arch"] == "mobilenetv3_ssd" and result["backend"] == "torch" and result["fused_batchnorm"]
     assert "pic/s" in capsys.readouterr().out
+
+
+def test_onnx_backend_benchmarks_an_export_and_leaves_no_files(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    model = ssd.build_model("mobilenetv3_ssd", num_classes=3, input_size=160).eval()
+    picture = torch.randint(0, 256, (3, 100, 120), dtype=torch.uint8)
+    result = benchmark_model(model, picture, backend="onnx", runs=5, batch_sizes=(1,), threads=1)
+    assert result["backend"] == "onnx" and result["split_batch1"]["network_ms"] > 0
+    assert not list(tmp_path.iterdir())

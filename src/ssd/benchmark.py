@@ -145,10 +145,12 @@ def _onnx_runner(prepared: torch.nn.Module, onnx_dir: str | Path | None):
     from ssd.export import export_model
     from ssd.runtime import OnnxPredictor
 
-    folder = Path(onnx_dir) if onnx_dir is not None else Path(tempfile.mkdtemp(prefix="ssd-bench-"))
-    path = folder / f"{prepared.config.arch}.onnx"
-    export_model(prepared, path, "onnx", with_postprocess=False, dynamic_batch=True)
-    predictor = OnnxPredictor(path, threads=torch.get_num_threads())
+    with tempfile.TemporaryDirectory(prefix="ssd-bench-") as temporary:
+        folder = Path(onnx_dir) if onnx_dir is not None else Path(temporary)
+        path = folder / f"{prepared.config.arch}.onnx"
+        export_model(prepared, path, "onnx", with_postprocess=False, dynamic_batch=True)
+        # onnxruntime reads the whole file when the session starts, so the temporary copy may go.
+        predictor = OnnxPredictor(path, threads=torch.get_num_threads())
     return predictor, predictor
 
 
