@@ -45,6 +45,7 @@ def inputs(tmp_path):
     shutil.copy(pictures[2], folder / "nested" / "third.png")  # a JPEG named .png still decodes
     (folder / "nested" / "broken.jpg").write_bytes(b"\xff\xd8 this is not a picture")
     (folder / "notes.txt").write_text("ignored: not a picture extension")
+    (folder / "nested" / "broken.mp4").write_bytes(b"not a video either" * 10)
     write_video(folder / "clip.mp4")
     return folder
 
@@ -56,7 +57,8 @@ def test_detect_on_a_folder_with_a_corrupt_file_and_a_video(inputs, tmp_path, ca
     assert code == 0
     captured = capsys.readouterr()
     assert "3 pictures and 5 video frames" in captured.out
-    assert "skipped 1 unreadable inputs" in captured.out and "broken.jpg" in captured.out
+    assert "skipped 2 unreadable inputs" in captured.out
+    assert "broken.jpg: cannot read the picture" in captured.out and "broken.mp4: cannot" in captured.out
     results = json.loads((out / "detections.json").read_text())
     files = {r["file_name"] for r in results}
     assert "inputs/nested/third.png" in files and all("broken" not in f for f in files)
