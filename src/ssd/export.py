@@ -141,7 +141,7 @@ def _export_torchscript(
             module = torch.jit.script(DetectionGraph(model, network).eval())
         else:
             module = torch.jit.freeze(network)  # weights become constants: a faster, smaller graph
-    torch.jit.save(module, str(path), _extra_files={f"{METADATA_KEY}.json": metadata})
+        torch.jit.save(module, str(path), _extra_files={f"{METADATA_KEY}.json": metadata})
 
 
 def _check_export(original: nn.Module, prepared: nn.Module, report: ExportReport, pictures: list[Tensor]):

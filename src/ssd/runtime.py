@@ -10,6 +10,7 @@ picture with `result_boxes` (original pixels), `result_labels`, `result_scores` 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -192,7 +193,9 @@ class TorchScriptPredictor(ExportedPredictor):
             raise UserError(f"{path}: no such TorchScript file")
         extra = {f"{METADATA_KEY}.json": ""}
         try:
-            self.module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is in maintenance; it runs
+                self.module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
         except Exception as error:  # torch.jit raises RuntimeError and others for a foreign file
             raise UserError(f"{path}: not a TorchScript file ({error})") from error
         try:
