@@ -1,0 +1,272 @@
+"""The dataset every format loads into: a list of records (picture + boxes) and the class names.
+
+Formats differ only in how they read their annotations; once read, a COCO, VOC, YOLO or synthetic dataset is
+the same object, so the trainer, the evaluator and `ssd data check` never care where the data came from.
+Annotations are read and checked when the dataset is built; pictures are decoded only when a sample is asked
+for, and `get_target` gives the ground truth without decoding anything (evaluation needs all of it at once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from ssd.data.problems import CLIPPED_BOX, DROPPED_BOX, SKIPPED_PICTURE, DataWarning, ProblemLog
+from ssd.errors import DatasetError
+
+Target = dict
+Transform = Callable[..., tuple[Tensor, Target]]
+
+# How carefully pictures are looked at when a dataset is built: "exists" only stats the file, "header" also
+# reads its size (cheap: a few hundred bytes), "decode" decodes every picture (finds truncated files; slow).
+VERIFY_LEVELS = ("exists", "header", "decode")
+
+# A box must be at least this wide and high, in pixels, to be kept; smaller ones are degenerate.
+MIN_BOX_SIZE = 1e-3
+
+# File name endings read as pictures when a format lists a folder rather than naming each picture.
+PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+# A box may overshoot the picture by this many pixels before it counts as a problem (rounding, 1-based VOC).
+BOX_TOLERANCE = 1.0
+
+
+@dataclass
+class Record:
+    """One picture and its boxes, as read from the annotations (boxes xyxy in the stored picture's pixels)."""
+
+    path: Path
+    file_name: str
+    image_id: int
+    height: int
+    width: int
+    boxes: Tensor = field(default_factory=lambda: torch.zeros((0, 4), dtype=torch.float32))
+    labels: Tensor = field(default_factory=lambda: torch.zeros((0,), dtype=torch.int64))
+    iscrowd: Tensor = field(default_factory=lambda: torch.zeros((0,), dtype=torch.bool))
+    difficult: Tensor = field(default_factory=lambda: torch.zeros((0,), dtype=torch.bool))
+
+    def target(self) -> Target:
+        return {
+            "boxes": self.boxes.clone(),
+            "labels": self.labels.clone(),
+            "iscrowd": self.iscrowd.clone(),
+            "difficult": self.difficult.clone(),
+            "image_id": self.image_id,
+            "file_name": self.file_name,
+            "orig_size": (self.height, self.width),
+        }
+
+
+@contextlib.contextmanager
+def single_threaded():
+    """Run per-sample work on one thread: its tensors are small, and with several threads each little
+    operation pays hand-off costs many times its work (on a busy 2-core machine, 30 ms instead of 0.2 ms)."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def read_picture(path: Path) -> Tensor:
+    """A picture file as a uint8 (3, H, W) RGB tensor; DatasetError naming the file if it cannot be read."""
+    try:
+        with Image.open(path) as picture:
+            array = np.array(picture if picture.mode == "RGB" else picture.convert("RGB"))
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: picture not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DatasetError(f"{path}: picture cannot be decoded ({error})") from None
+    # A (3, H, W) view of the (H, W, 3) pixels: copying to channels-first would cost as much as the resize.
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def picture_size(path: Path, verify: str) -> tuple[int, int]:
+    """(height, width) of a picture file, checked to the `verify` level; DatasetError naming the problem."""
+    if verify == "decode":
+        image = read_picture(path)
+        return int(image.shape[1]), int(image.shape[2])
+    try:
+        with Image.open(path) as picture:
+            width, height = picture.size
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: picture not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DatasetError(f"{path}: not a picture ({error})") from None
+    return height, width
+
+
+class DetectionDataset(Dataset):
+    """Pictures with boxes; samples follow the package's convention (README, "A dataset sample").
+
+    `dataset[i]` is `(image, target)`, after `transform` when one is set. `class_names` lists the K object
+    classes (label i is `class_names[i - 1]`), `num_classes` is K + 1 (background counted).
+    """
+
+    def __init__(
+        self,
+        records: list[Record],
+        class_names: list[str],
+        source: str,
+        problems: ProblemLog,
+        transform: Transform | None = None,
+        label_to_category_id: dict[int, int] | None = None,
+    ):
+        self.records = records
+        self.class_names = list(class_names)
+        self.source = source
+        self.problems = problems
+        self.transform = transform
+        # COCO keeps its own category ids; every other format's ids are the labels themselves.
+        self.label_to_category_id = label_to_category_id or {i: i for i in range(1, len(class_names) + 1)}
+        self._unreadable: set[int] = set()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names) + 1
+
+    @property
+    def category_id_to_label(self) -> dict[int, int]:
+        return {category: label for label, category in self.label_to_category_id.items()}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.source!r}, pictures={len(self)}, "
+            f"boxes={sum(len(r.boxes) for r in self.records)}, classes={len(self.class_names)})"
+        )
+
+    def get_target(self, index: int) -> Target:
+        """The ground truth of picture `index` without decoding the picture."""
+        return self.records[index].target()
+
+    @property
+    def targets(self) -> list[Target]:
+        return [record.target() for record in self.records]
+
+    def load(self, index: int) -> tuple[Tensor, Target]:
+        """Decode picture `index` and its target, with no transform. A picture that cannot be read is an error
+        under `strict`; otherwise it is skipped with a warning and the next readable one is returned."""
+        for offset in range(len(self.records)):
+            candidate = (index + offset) % len(self.records)
+            if candidate in self._unreadable:
+                continue
+            record = self.records[candidate]
+            try:
+                image = read_picture(record.path)
+                if tuple(image.shape[1:]) != (record.height, record.width):
+                    raise DatasetError(
+                        f"{record.path}: picture is {image.shape[2]}x{image.shape[1]}, its annotation says "
+                        f"{record.width}x{record.height}"
+                    )
+            except DatasetError as error:
+                if self.problems.strict:
+                    raise
+                self._unreadable.add(candidate)
+                warnings.warn(f"{error} ({SKIPPED_PICTURE})", DataWarning, stacklevel=2)
+                continue
+            return image, record.target()
+        raise DatasetError(f"{self.source}: no picture in the dataset can be read")
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Target]:
+        with single_threaded():
+            image, target = self.load(index)
+            if self.transform is not None:
+                image, target = self.transform(image, target)
+        return image, target
+
+
+@dataclass
+class RawBox:
+    """A box as a format's reader found it, before it is checked; `name` says where it is for messages."""
+
+    xyxy: tuple[float, float, float, float]
+    label: int
+    name: str
+    iscrowd: bool = False
+    difficult: bool = False
+
+
+def checked_record(
+    path: Path,
+    file_name: str,
+    image_id: int,
+    height: int,
+    width: int,
+    raw_boxes: list[RawBox],
+    annotation_file: str,
+    problems: ProblemLog,
+) -> Record:
+    """A record holding only the boxes that make sense in a `width` x `height` picture.
+
+    Zero-size, inverted, non-finite boxes and boxes wholly outside the picture are dropped; boxes overshooting
+    the picture by more than `BOX_TOLERANCE` pixels are clipped; each is reported to `problems`.
+    """
+    kept: list[RawBox] = []
+    clipped: list[tuple[float, float, float, float]] = []
+    for raw in raw_boxes:
+        x1, y1, x2, y2 = raw.xyxy
+        where = f"{raw.name} box ({x1:g}, {y1:g}, {x2:g}, {y2:g})"
+        if not all(np.isfinite(raw.xyxy)):
+            problems.add(annotation_file, f"{where} has a coordinate that is not a number", DROPPED_BOX)
+            continue
+        if x2 < x1 or y2 < y1:
+            problems.add(annotation_file, f"{where} is inverted (x2 < x1 or y2 < y1)", DROPPED_BOX)
+            continue
+        if x2 - x1 < MIN_BOX_SIZE or y2 - y1 < MIN_BOX_SIZE:
+            problems.add(annotation_file, f"{where} has zero size", DROPPED_BOX)
+            continue
+        if x1 >= width or y1 >= height or x2 <= 0 or y2 <= 0:
+            problems.add(annotation_file, f"{where} lies outside the {width}x{height} picture", DROPPED_BOX)
+            continue
+        inside = (
+            x1 >= -BOX_TOLERANCE
+            and y1 >= -BOX_TOLERANCE
+            and x2 <= width + BOX_TOLERANCE
+            and y2 <= height + BOX_TOLERANCE
+        )
+        box = (min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(x2, width), min(y2, height))
+        if not inside:
+            problems.add(
+                annotation_file, f"{where} extends outside the {width}x{height} picture", CLIPPED_BOX
+            )
+        if box[2] - box[0] < MIN_BOX_SIZE or box[3] - box[1] < MIN_BOX_SIZE:
+            problems.add(annotation_file, f"{where} has zero size inside the picture", DROPPED_BOX)
+            continue
+        kept.append(raw)
+        clipped.append(box)
+    return Record(
+        path=path,
+        file_name=file_name,
+        image_id=image_id,
+        height=height,
+        width=width,
+        boxes=torch.tensor(clipped, dtype=torch.float32).reshape(-1, 4),
+        labels=torch.tensor([raw.label for raw in kept], dtype=torch.int64),
+        iscrowd=torch.tensor([raw.iscrowd for raw in kept], dtype=torch.bool),
+        difficult=torch.tensor([raw.difficult for raw in kept], dtype=torch.bool),
+    )
+
+
+def numeric_image_ids(names: list[str]) -> list[int]:
+    """Integer ids for pictures known by name: the digits of each name when they are unique
+    ("BloodImage_00042" -> 42, "2008_000123" -> 2008000123), else positions 1..N; stable and readable."""
+    digits = ["".join(ch for ch in name if ch.isdigit()) for name in names]
+    if all(0 < len(d) <= 15 for d in digits) and len({int(d) for d in digits}) == len(names):
+        return [int(d) for d in digits]
+    return list(range(1, len(names) + 1))

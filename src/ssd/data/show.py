@@ -1,0 +1,73 @@
+"""`ssd data show`: a grid of augmented pictures with their boxes, so a user sees what training sees.
+
+Each row is one picture: first as stored (resized to the cell), then several draws of the augmentation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+
+from ssd.data.dataset import DetectionDataset
+from ssd.data.loader import load_sample
+from ssd.data.transforms import Compose, Resize, SanitizeBoxes
+
+_PALETTE = [
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (170, 110, 40),
+]
+
+
+def draw_boxes(image: torch.Tensor, target: dict, class_names: list[str]) -> Image.Image:
+    """The picture with each box outlined in its class's colour and named."""
+    picture = Image.fromarray(image.permute(1, 2, 0).contiguous().numpy())
+    draw = ImageDraw.Draw(picture)
+    for box, label in zip(target["boxes"].tolist(), target["labels"].tolist(), strict=True):
+        colour = _PALETTE[(label - 1) % len(_PALETTE)]
+        draw.rectangle(box, outline=colour, width=2)
+        draw.text((box[0] + 3, box[1] + 1), class_names[label - 1], fill=colour)
+    return picture
+
+
+def augmentation_grid(
+    dataset: DetectionDataset,
+    transform,
+    size: int = 300,
+    pictures: int = 4,
+    columns: int = 5,
+    seed: int = 0,
+) -> Image.Image:
+    """`pictures` rows of `columns` cells: the stored picture, then `columns - 1` augmented draws."""
+    plain = Compose([Resize(size), SanitizeBoxes()])
+    gap = 4
+    grid = Image.new("RGB", (columns * (size + gap) - gap, pictures * (size + gap) - gap), (255, 255, 255))
+    generator = torch.Generator().manual_seed(seed)
+    chosen = torch.randperm(len(dataset), generator=generator)[:pictures].tolist()
+    for row, index in enumerate(chosen):
+        for column in range(columns):
+            sample_seed = int(torch.randint(0, 2**62, (), generator=generator))
+            image, target = load_sample(dataset, index, plain if column == 0 else transform, sample_seed)
+            cell = draw_boxes(image, target, dataset.class_names)
+            if cell.size != (size, size):
+                cell = cell.resize((size, size))
+            grid.paste(cell, (column * (size + gap), row * (size + gap)))
+    return grid
+
+
+def save_grid(grid: Image.Image, out: Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(out)
+    return out
