@@ -1,0 +1,177 @@
+"""MultiBoxLoss: SSD's training objective, localisation on matched default boxes plus mined classification.
+
+Per batch:
+
+1. a matcher (`ssd.matching`) decides which default boxes learn which object (positives), which learn the
+   background (candidate negatives) and which are ignored (inside crowd boxes);
+2. localisation: smooth L1 (or L1) on the encoded offsets of the positives, or 1 - GIoU on their decoded
+   boxes;
+3. classification: cross-entropy on the positives and on the hardest negatives of each image, ranked by
+   their cross-entropy and kept at most `neg_pos_ratio` per positive (hard negative mining); an image
+   without objects keeps `negatives_per_empty_image` of them so that it still teaches where nothing is;
+4. both sums are divided by the number of positives, guarded against zero (see `_normaliser`).
+
+Background is class 0 and `num_classes` counts it: a dataset with 3 object classes trains with num_classes=4.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ssd.boxes import BoxCoder, elementwise_generalized_box_iou
+from ssd.errors import UserError
+from ssd.matching import HungarianMatcher, IoUMatcher, pad_targets
+
+LOC_LOSSES = ("smooth_l1", "l1", "giou")
+
+
+class MultiBoxLoss(nn.Module):
+    """SSD's loss with a choice of matcher and localisation loss.
+
+    Args:
+        num_classes: number of classes *including the background* (class 0): K object classes -> K + 1.
+        matcher: an `IoUMatcher` (default: SSD's, threshold 0.5) or a `HungarianMatcher`.
+        neg_pos_ratio: at most this many mined negatives per positive, per image.
+        loc_loss: "smooth_l1" (SSD's), "l1", or "giou" (1 - GIoU between decoded and ground-truth boxes).
+        loc_weight: weight of the localisation term in the total (SSD's alpha).
+        negatives_per_empty_image: hardest negatives kept in an image with no positive.
+        box_coder: must be the post-processor's coder so that what is learnt decodes the same way.
+
+    `forward` returns a dict of 0-d tensors: `loss` (to backpropagate), `loc_loss`, `conf_loss`, `train_acc`
+    (accuracy over the positives and the mined negatives) and `num_positives`.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        matcher: IoUMatcher | HungarianMatcher | None = None,
+        neg_pos_ratio: float = 3.0,
+        loc_loss: str = "smooth_l1",
+        loc_weight: float = 1.0,
+        negatives_per_empty_image: int = 16,
+        box_coder: BoxCoder | None = None,
+    ):
+        super().__init__()
+        if num_classes < 2:
+            raise UserError(
+                f"num_classes={num_classes}: it counts the background (class 0), so one object class "
+                "needs num_classes=2"
+            )
+        if loc_loss not in LOC_LOSSES:
+            raise UserError(f"loc_loss must be one of {', '.join(LOC_LOSSES)}; got {loc_loss!r}")
+        if neg_pos_ratio <= 0:
+            raise UserError(f"neg_pos_ratio must be positive, got {neg_pos_ratio}")
+        if negatives_per_empty_image < 0:
+            raise UserError(f"negatives_per_empty_image must be >= 0, got {negatives_per_empty_image}")
+        self.num_classes = num_classes
+        self.matcher = matcher if matcher is not None else IoUMatcher()
+        self.neg_pos_ratio = neg_pos_ratio
+        self.loc_loss = loc_loss
+        self.loc_weight = loc_weight
+        self.negatives_per_empty_image = negatives_per_empty_image
+        self.box_coder = box_coder if box_coder is not None else BoxCoder()
+
+    @classmethod
+    def for_model(cls, model: nn.Module, **options) -> MultiBoxLoss:
+        """The loss for an `SSD` model: its `num_classes` and the box coder of its post-processor."""
+        return cls(model.num_classes, box_coder=model.box_coder, **options)
+
+    def forward(
+        self, cls_logits: Tensor, bbox_regression: Tensor, anchors: Tensor, targets: list[dict]
+    ) -> dict[str, Tensor]:
+        """`cls_logits` `(B, A, C)`, `bbox_regression` `(B, A, 4)` encoded offsets, `anchors` `(A, 4)` xyxy in
+        pixels of the model's input, `targets` one dict per image with `boxes` (same pixels), `labels`
+        (1..C-1) and optionally `iscrowd`."""
+        batch, num_anchors, num_classes = cls_logits.shape
+        if num_classes != self.num_classes:
+            raise UserError(
+                f"the model scores {num_classes} classes but the loss was built for num_classes="
+                f"{self.num_classes} (both count the background)"
+            )
+        if bbox_regression.shape != (batch, num_anchors, 4) or anchors.shape != (num_anchors, 4):
+            raise UserError(
+                f"shapes do not fit: cls_logits {tuple(cls_logits.shape)}, bbox_regression "
+                f"{tuple(bbox_regression.shape)}, anchors {tuple(anchors.shape)}"
+            )
+        if len(targets) != batch:
+            raise UserError(f"{len(targets)} targets for a batch of {batch} pictures")
+        anchors = anchors.to(bbox_regression.dtype)
+        gt = pad_targets(targets, self.num_classes, cls_logits.device)
+        predictions = {}
+        if self.matcher.needs_predictions:
+            with torch.no_grad():
+                predictions = {
+                    "pred_boxes": self.box_coder.decode(bbox_regression.detach(), anchors),
+                    "cls_logits": cls_logits.detach(),
+                }
+        matches = self.matcher(anchors, gt, **predictions)
+        positive = matches.labels > 0
+        num_positives = positive.sum()
+
+        # Cross-entropy of every default box (ignored ones get 0 and are never selected).
+        flat_logits = cls_logits.reshape(-1, num_classes).float()
+        flat_labels = matches.labels.clamp(min=0).reshape(-1)
+        conf = F.cross_entropy(flat_logits, flat_labels, reduction="none").view(batch, num_anchors)
+        mined = self._hard_negatives(conf.detach(), matches.labels, positive)
+        selected = positive | mined
+        normaliser = self._normaliser(num_positives, mined.sum())
+        conf_loss = (conf * selected).sum() / normaliser
+
+        loc_loss = self._localisation(bbox_regression, anchors, matches.boxes, positive) / normaliser
+        with torch.no_grad():
+            correct = (cls_logits.argmax(-1) == matches.labels) & selected
+            train_acc = correct.sum() / selected.sum().clamp(min=1)
+        return {
+            "loss": self.loc_weight * loc_loss + conf_loss,
+            "loc_loss": loc_loss.detach(),
+            "conf_loss": conf_loss.detach(),
+            "train_acc": train_acc,
+            "num_positives": num_positives,
+        }
+
+    def _hard_negatives(self, conf: Tensor, labels: Tensor, positive: Tensor) -> Tensor:
+        """Per image, the `neg_pos_ratio * positives` background default boxes of highest cross-entropy."""
+        candidate = labels == 0
+        num_pos = positive.sum(1)
+        wanted = torch.where(
+            num_pos > 0,
+            (num_pos * self.neg_pos_ratio).floor().long(),
+            torch.full_like(num_pos, self.negatives_per_empty_image),
+        )
+        wanted = torch.minimum(wanted, candidate.sum(1))
+        k = int(wanted.max())
+        if k == 0:
+            return torch.zeros_like(candidate)
+        # topk over the candidates only: cheaper than sorting every default box of every image.
+        ranked = conf.masked_fill(~candidate, -1.0)
+        top = ranked.topk(k, dim=1, sorted=True).indices
+        keep = torch.arange(k, device=conf.device)[None, :] < wanted[:, None]
+        return torch.zeros_like(candidate).scatter(1, top, keep) & candidate
+
+    def _normaliser(self, num_positives: Tensor, num_mined: Tensor) -> Tensor:
+        """The number of positives; where a batch has few or none, the mined negatives count in their place.
+
+        `max(positives, mined / neg_pos_ratio, 1)`: equal to the positives whenever every image has objects,
+        and for a batch of empty pictures it keeps the loss per mined negative on the same scale as in an
+        ordinary batch instead of dividing a sum of many terms by 1.
+        """
+        return torch.maximum(num_positives.float(), num_mined.float() / self.neg_pos_ratio).clamp(min=1.0)
+
+    def _localisation(
+        self, bbox_regression: Tensor, anchors: Tensor, gt_boxes: Tensor, positive: Tensor
+    ) -> Tensor:
+        pred = bbox_regression[positive].float()
+        if pred.numel() == 0:
+            # Keep the graph connected so that backward works and gives zero gradients.
+            return bbox_regression.sum() * 0.0
+        pos_anchors = anchors.expand_as(bbox_regression)[positive].float()
+        pos_boxes = gt_boxes[positive].float()
+        if self.loc_loss == "giou":
+            decoded = self.box_coder.decode(pred, pos_anchors)
+            return (1 - elementwise_generalized_box_iou(decoded, pos_boxes)).sum()
+        target = self.box_coder.encode(pos_boxes, pos_anchors)
+        if self.loc_loss == "smooth_l1":
+            return F.smooth_l1_loss(pred, target, beta=1.0, reduction="sum")
+        return F.l1_loss(pred, target, reduction="sum")
