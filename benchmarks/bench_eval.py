@@ -1,0 +1,95 @@
+"""How long evaluation takes: mobilenetv3_ssd with the trained BCCD weights on BCCD `test` (72 pictures).
+
+Prints a table and writes JSON. The model part (reading pictures, forward pass, post-processing) and the
+metric part (pycocotools and VOC, and faster-coco-eval where installed) are timed separately.
+
+    python3 benchmarks/bench_eval.py [--repeats 3] [--batch-size 8] [--workers 2] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+WEIGHTS = SHARED / "fixtures" / "torchvision" / "ssdlite320_bccd_trained.pt"
+BCCD = SHARED / "data" / "bccd" / "BCCD"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--json", default="benchmarks/results/bench_eval.json")
+    args = parser.parse_args()
+    if not WEIGHTS.is_file() or not BCCD.is_dir():
+        print(f"needs {WEIGHTS} and {BCCD}")
+        return 1
+
+    from ssd.data import build_dataset
+    from ssd.evaluation.evaluator import Evaluator, evaluate_detections
+    from ssd.evaluation.model_loading import load_model_for_inference
+
+    dataset = build_dataset(BCCD, "test")
+    model = load_model_for_inference(WEIGHTS, arch="mobilenetv3_ssd", num_classes=4).model
+    evaluator = Evaluator(dataset, batch_size=args.batch_size, num_workers=args.workers, progress=False)
+    evaluator(model)  # warm-up: first-call allocations and worker start-up are not what is measured
+
+    runs = []
+    for _ in range(args.repeats):
+        result = evaluator(model)
+        runs.append((result.seconds_total, result.seconds_model))
+    backends = {}
+    for backend in ("pycocotools", "faster-coco-eval"):
+        try:
+            started = time.perf_counter()
+            evaluate_detections(
+                result.detections, result.targets, result.class_names, result.category_ids, backend
+            )
+            backends[backend] = time.perf_counter() - started
+        except Exception as error:  # faster-coco-eval is optional
+            backends[backend] = f"unavailable ({type(error).__name__})"
+
+    total = statistics.median(r[0] for r in runs)
+    model_time = statistics.median(r[1] for r in runs)
+    report = {
+        "benchmark": "evaluation of mobilenetv3_ssd on BCCD test",
+        "pictures": result.num_images,
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+        "torch_threads": torch.get_num_threads(),
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, CPU",
+        "seconds_total_median": total,
+        "seconds_model_median": model_time,
+        "pictures_per_second": result.num_images / total,
+        "metrics_seconds": backends,
+        "AP": result.coco.stats[0],
+        "AP50": result.coco.stats[1],
+        "runs": runs,
+    }
+    print(f"{'what':<32} {'value':>12}")
+    print(f"{'pictures':<32} {result.num_images:>12d}")
+    print(f"{'total seconds (median)':<32} {total:>12.2f}")
+    print(f"{'model seconds (median)':<32} {model_time:>12.2f}")
+    print(f"{'pictures / second':<32} {result.num_images / total:>12.1f}")
+    for backend, seconds in backends.items():
+        shown = f"{seconds:.3f}" if isinstance(seconds, float) else seconds
+        print(f"{'metrics, ' + backend:<32} {shown:>12}")
+    print(f"{'AP / AP50':<32} {result.coco.stats[0]:>6.4f}/{result.coco.stats[1]:.4f}")
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,86 @@
+"""`ssd eval`: COCO and VOC metrics of a model on a dataset split, with a report a person can read."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "evaluate a model on a dataset split: COCO and VOC metrics, per-class table, PR curves, worst pictures"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", required=True, help="a training checkpoint, or torchvision SSD weights")
+    parser.add_argument("--datapath", required=True, help="the dataset's folder (COCO, VOC or YOLO layout)")
+    parser.add_argument("--split", default="val", help="which split to evaluate (default: %(default)s)")
+    parser.add_argument("--arch", help="architecture; needed for torchvision weights (e.g. mobilenetv3_ssd)")
+    parser.add_argument(
+        "--num-classes",
+        type=int,
+        help="classes including the background, for torchvision weights (default: the dataset's)",
+    )
+    parser.add_argument("--out", help="folder for the report (default: runs/eval/<weights>_<split>)")
+    parser.add_argument("--batch-size", type=int, default=8, help="pictures per forward pass (default: 8)")
+    parser.add_argument("--workers", type=int, default=2, help="processes reading pictures (default: 2)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument(
+        "--coco-backend",
+        choices=("pycocotools", "faster-coco-eval"),
+        default="pycocotools",
+        help="library computing the COCO numbers; both give the same results (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--worst", type=int, default=16, help="pictures in the worst-pictures grid; 0 for none (default: 16)"
+    )
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.5,
+        help="score from which a detection counts as kept, for the worst-pictures grid (default: 0.5)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+    from ssd.data import build_dataset
+
+    from ssd.errors import UserError
+    from ssd.evaluation.evaluator import Evaluator
+    from ssd.evaluation.model_loading import load_model_for_inference
+    from ssd.evaluation.report import format_table, write_report
+
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.workers < 0:
+        raise UserError(f"--workers cannot be negative, got {args.workers}")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as error:
+        raise UserError(f"--device {args.device!r} is not a device torch knows") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for, but torch sees no CUDA GPU")
+
+    if not Path(args.weights).is_file():
+        raise UserError(f"{args.weights}: no such weights file")
+    dataset = build_dataset(args.datapath, args.split)
+    num_classes = args.num_classes if args.num_classes is not None else dataset.num_classes
+    loaded = load_model_for_inference(args.weights, arch=args.arch, num_classes=num_classes)
+    if loaded.class_names is not None and list(loaded.class_names) != list(dataset.class_names):
+        raise UserError(
+            f"{args.weights} was trained on classes {loaded.class_names}, but {args.datapath} has "
+            f"{list(dataset.class_names)}"
+        )
+    model = loaded.model.to(device)
+
+    evaluator = Evaluator(
+        dataset, batch_size=args.batch_size, num_workers=args.workers, coco_backend=args.coco_backend
+    )
+    result = evaluator(model)
+    print(format_table(result))
+
+    default_out = Path("runs") / "eval" / f"{Path(args.weights).stem}_{args.split}"
+    out_dir = Path(args.out) if args.out else default_out
+    written = write_report(result, out_dir, dataset, args.worst, args.score_threshold)
+    print(f"\nreport written to {out_dir}/: metrics.json, detections_coco.json, pr_curves/", end="")
+    print(", worst_pictures.png" if written.get("worst_pictures") else "")
+    return 0
