@@ -146,6 +146,27 @@ def use_global_normaliser(criterion: nn.Module, context: DistributedContext) -> 
     criterion._normaliser = global_normaliser
 
 
+# BatchNorm's sums travel in a process group of their own: in the default group they would interleave with
+# DDP's asynchronous gradient all-reduces during the backward pass.
+_BATCHNORM_GROUP = None
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """A sum over processes that gradients flow through: the gradient of a sum is the sum of gradients."""
+
+    @staticmethod
+    def forward(ctx, tensor: Tensor) -> Tensor:
+        total = tensor.clone()
+        dist.all_reduce(total, group=_BATCHNORM_GROUP)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        total = grad.clone()
+        dist.all_reduce(total, group=_BATCHNORM_GROUP)
+        return total
+
+
 class DistributedBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm whose batch statistics cover every process's pictures, on any device (torch's
     SyncBatchNorm runs only on GPUs). Gradients flow through the all-reduce, as in SyncBatchNorm."""
@@ -155,12 +176,10 @@ class DistributedBatchNorm2d(nn.BatchNorm2d):
             self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         ):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         channels = x.shape[1]
         count = x.new_tensor([x.numel() / channels])
         flat = x.transpose(0, 1).reshape(channels, -1).float()
-        moments = all_reduce(torch.cat([flat.sum(1), (flat * flat).sum(1), count]))
+        moments = _AllReduceSum.apply(torch.cat([flat.sum(1), (flat * flat).sum(1), count]))
         total = moments[-1]
         mean = moments[:channels] / total
         var = (moments[channels : 2 * channels] / total - mean * mean).clamp(min=0)
@@ -185,8 +204,11 @@ class DistributedBatchNorm2d(nn.BatchNorm2d):
 
 def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     """torch's SyncBatchNorm on CUDA; `DistributedBatchNorm2d` elsewhere."""
+    global _BATCHNORM_GROUP
     if device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if _BATCHNORM_GROUP is None and dist.is_initialized():
+        _BATCHNORM_GROUP = dist.new_group()  # every process calls this, in the same order
     return _replace_batchnorm(model)
 
 
