@@ -48,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _flag(schedule, "--clip-grad", float, "max gradient norm, 0: off (default: 10)")
     _switch(schedule, "--ema", "keep an exponential moving average of the weights; evaluate and ship it")
     _flag(schedule, "--ema-decay", float, "EMA decay (default: 0.9998)")
+    _flag(schedule, "--precise-bn", int, "training batches that recompute BatchNorm statistics before each evaluation (default: 0; synthetic: 8)")
 
     loss = parser.add_argument_group("loss")
     _flag(loss, "--matcher", help="iou (SSD's, default) or hungarian (one default box per object)")

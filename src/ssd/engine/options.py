@@ -53,6 +53,7 @@ class TrainOptions:
     clip_grad: float = 10.0  # max gradient norm; 0 turns clipping off
     ema: bool = False
     ema_decay: float = 0.9998
+    precise_bn: int = 0  # batches of training pictures that recompute BatchNorm statistics before evaluating
     # loss and data
     matcher: str = "iou"
     iou_threshold: float = 0.5
@@ -98,7 +99,7 @@ class TrainOptions:
         for name, value in positive.items():
             if value < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-        for name in ("lr", "momentum", "warmup_epochs", "clip_grad", "freeze_backbone", "gamma"):
+        for name in ("lr", "momentum", "warmup_epochs", "clip_grad", "freeze_backbone", "gamma", "precise_bn"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{name.replace('_', '-')} cannot be negative, got {getattr(self, name)}")
         if self.workers is not None and self.workers < 0:
@@ -143,6 +144,7 @@ SYNTHETIC_RECIPE: dict[str, Any] = {
     "weight_decay": 0.0005,
     "warmup_epochs": 0.5,
     "augment": "ssdlite",
+    "precise_bn": 8,
 }
 
 

@@ -537,6 +537,8 @@ class Trainer:
 
     def _evaluate(self, epoch: int) -> dict[str, Any]:
         started = time.perf_counter()
+        if self.options.precise_bn > 0:
+            self._recompute_batchnorm_statistics(self.inference_model(), self.options.precise_bn)
         result = self.evaluator(self.inference_model())
         summary = result.summary()
         row = {
@@ -553,6 +555,42 @@ class Trainer:
         if self.options.val_pictures > 0:
             self._draw_val_pictures(epoch, result)
         return row
+
+    @torch.no_grad()
+    def _recompute_batchnorm_statistics(self, model: nn.Module, batches: int) -> None:
+        """Replace BatchNorm's running averages by the exact statistics of `batches` training batches.
+
+        The running averages trail the weights (momentum 0.03 in SSDLite): early in a run, or in a short one,
+        they describe a network that no longer exists and evaluation suffers for it. The pictures are the
+        first of the training split, resized only, in a fixed order: the same in every run.
+        """
+        from ssd.data import build_transforms
+        from ssd.data.loader import load_sample
+
+        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        momenta = [m.momentum for m in norms]
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # a cumulative average over the batches
+        transform = build_transforms("none", model.config.input_size)
+        was_training = model.training
+        model.train()
+        device = self.context.device
+        size = self.options.batch_size
+        count = min(len(self.train_set), batches * size)
+        try:
+            for start in range(0, count, size):
+                images = [load_sample(self.train_set, i, transform)[0] for i in range(start, min(count, start + size))]
+                batch = torch.stack(images).to(device)
+                if self.channels_last:
+                    batch = batch.contiguous(memory_format=torch.channels_last)
+                model.head_outputs(model.preprocess(batch)[0])
+        finally:
+            for norm, momentum in zip(norms, momenta, strict=True):
+                norm.momentum = momentum
+            model.train(was_training)
 
     def _draw_val_pictures(self, epoch: int, result) -> None:
         from ssd.engine.val_pictures import draw_predictions
