@@ -41,7 +41,7 @@ def _finish(process: subprocess.Popen) -> str:
 
 
 @pytest.mark.slow
-def test_kill_9_then_resume_gives_identical_weights(tmp_path):
+def test_kill_9_then_resume_gives_identical_weights(tmp_path, capsys):
     unbroken = _train([*TINY_RUN, "--project", str(tmp_path), "--name", "unbroken"], tmp_path)
     _finish(unbroken)
 
@@ -72,3 +72,11 @@ def test_kill_9_then_resume_gives_identical_weights(tmp_path):
         assert torch.equal(state["momentum_buffer"], resumed["optimizer"]["state"][index]["momentum_buffer"])
     assert [row["loss"] for row in resumed["metrics"]] == [row["loss"] for row in reference["metrics"]]
     assert len((tmp_path / "killed" / "metrics.csv").read_text().splitlines()) == 4
+
+    # A resumed run keeps its options: changing one is refused, with the ones that may change named.
+    from ssd.cli import main
+
+    assert main(["train", "--resume", str(last), "--lr", "0.5"]) == 2
+    assert "only device, workers, epochs, save may be given with it, not --lr" in capsys.readouterr().err
+    assert main(["train", "--resume", str(last), "--epochs", "2"]) == 2
+    assert "has already trained 3 epochs; --epochs 2 is fewer" in capsys.readouterr().err

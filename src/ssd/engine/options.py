@@ -99,7 +99,15 @@ class TrainOptions:
         for name, value in positive.items():
             if value < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-        for name in ("lr", "momentum", "warmup_epochs", "clip_grad", "freeze_backbone", "gamma", "precise_bn"):
+        for name in (
+            "lr",
+            "momentum",
+            "warmup_epochs",
+            "clip_grad",
+            "freeze_backbone",
+            "gamma",
+            "precise_bn",
+        ):
             if getattr(self, name) < 0:
                 raise UserError(f"--{name.replace('_', '-')} cannot be negative, got {getattr(self, name)}")
         if self.workers is not None and self.workers < 0:
@@ -132,12 +140,12 @@ class TrainOptions:
 # What `ssd train` with no arguments runs: mobilenetv3_ssd on the synthetic shapes, a few minutes on a 2-core
 # CPU, measured to reach synthetic mAP@0.5 above 0.5 (see docs/training.md). Flags and YAML values win.
 SYNTHETIC_RECIPE: dict[str, Any] = {
-    "epochs": 12,
+    "epochs": 10,
     "batch_size": 16,
-    "input_size": 192,
-    "synthetic_train": 960,
+    "input_size": 160,
+    "synthetic_train": 800,
     "synthetic_val": 96,
-    "synthetic_image_size": 192,
+    "synthetic_image_size": 160,
     "anchor_scales": "auto",
     "optimizer": "adamw",
     "lr": 0.003,

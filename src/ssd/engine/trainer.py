@@ -47,6 +47,7 @@ from ssd.engine.options import TrainOptions
 from ssd.errors import DatasetError, UserError
 
 LAST = "last.pt"
+RESUME_CHANGES = ("device", "workers", "epochs", "save")
 BEST = "best.pt"
 
 
@@ -82,8 +83,10 @@ class Trainer:
         command: list[str] | None = None,
         emit: Callable[[str], None] = _emit,
         progress: bool = True,
+        resume_changes: dict[str, Any] | None = None,
     ):
         self.options = options
+        self.resume_changes = dict(resume_changes or {})
         self.command = list(command) if command is not None else list(sys.argv)
         self._emit = emit
         self.progress = progress
@@ -159,11 +162,18 @@ class Trainer:
         if "optimizer" not in content or "options" not in content:
             raise UserError(f"{path}: holds weights only, no training state to resume from (use --weights)")
         stored = TrainOptions.from_dict(content["options"], str(path))
-        # The run continues as it was set up; only where it runs and how far may change.
-        for name in ("device", "workers", "epochs", "save"):
-            given = getattr(self.options, name)
-            if name != "epochs" or given > stored.epochs:
-                setattr(stored, name, given)
+        # The run continues as it was set up; only where it runs, where it saves and how far may change.
+        for name, value in self.resume_changes.items():
+            if name not in RESUME_CHANGES:
+                raise UserError(
+                    f"--resume continues a run with its own options; only {', '.join(RESUME_CHANGES)} may "
+                    f"be given with it, not --{name.replace('_', '-')}"
+                )
+            if name == "epochs" and value < int(content["epoch"]):
+                raise UserError(
+                    f"{path} has already trained {content['epoch']} epochs; --epochs {value} is fewer"
+                )
+            setattr(stored, name, value)
         stored.resume = str(path)
         self.options = stored
         self.resume_path = path
@@ -582,7 +592,10 @@ class Trainer:
         count = min(len(self.train_set), batches * size)
         try:
             for start in range(0, count, size):
-                images = [load_sample(self.train_set, i, transform)[0] for i in range(start, min(count, start + size))]
+                images = [
+                    load_sample(self.train_set, i, transform)[0]
+                    for i in range(start, min(count, start + size))
+                ]
                 batch = torch.stack(images).to(device)
                 if self.channels_last:
                     batch = batch.contiguous(memory_format=torch.channels_last)
