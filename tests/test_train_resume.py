@@ -15,7 +15,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY_RUN = [
-    "--datapath", "synthetic", "--synthetic-train", "12", "--synthetic-val", "4", "--synthetic-image-size", "96",
+    "--datapath", "synthetic", "--synthetic-train", "8", "--synthetic-val", "2", "--synthetic-image-size", "96",
     "--input-size", "128", "--batch-size", "4", "--epochs", "3", "--lr", "0.01", "--optimizer", "sgd",
     "--warmup-epochs", "1", "--ema", "--device", "cpu", "--workers", "0", "--seed", "7", "--quiet",
     "--val-pictures", "1",
