@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_train_ssd_py_with_the_exact_flags_writes_a_usable_checkpoint(tmp_path, capsys):
-    write_synthetic_coco(tmp_path / "dataset_coco", {"train": 10, "val": 4}, image_size=96)
+    write_synthetic_coco(tmp_path / "dataset_coco", {"train": 5, "val": 2}, image_size=96)
     command = [
         sys.executable, str(ROOT / "train_ssd.py"),
         "--arch", "mobilenetv3_ssd", "--datapath", "dataset_coco", "--epochs", "1",
