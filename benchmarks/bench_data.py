@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -100,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "data loading + augmentation",
         "target_pictures_per_s": TARGET,
         "machine": {
-            "cpus": torch.get_num_threads(),
+            "cpus": os.cpu_count(),
+            "load_average_1min": round(os.getloadavg()[0], 2),  # other jobs sharing the CPU slow it down
             "platform": platform.platform(),
             "torch": torch.__version__,
         },

@@ -8,10 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import ssd
 from ssd.boxes import BoxCoder
 from ssd.errors import UserError
 from ssd.loss import MultiBoxLoss
-from ssd.matching import HungarianMatcher, IoUMatcher, pad_targets
+from ssd.matching import HungarianMatcher, IoUMatcher, _picture_extent, pad_targets
 
 NUM_CLASSES = 4
 SIZE = 300
@@ -253,6 +254,20 @@ def test_extreme_predictions_stay_finite():
     assert torch.isfinite(out["loss"]) and torch.isfinite(bbox_regression.grad).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_outputs_give_a_float32_loss(dtype):
+    # Under autocast the headers give half-precision outputs; pixel areas (320^2) would overflow float16.
+    criterion = MultiBoxLoss(NUM_CLASSES, matcher=HungarianMatcher(top_up_threshold=0.5))
+    cls_logits = torch.randn(2, len(ANCHORS), NUM_CLASSES, dtype=dtype, requires_grad=True)
+    bbox_regression = torch.randn(2, len(ANCHORS), 4, dtype=dtype, requires_grad=True)
+    out = criterion(cls_logits, bbox_regression, ANCHORS, TARGETS)  # the model keeps its anchors in float32
+    out["loss"].backward()
+    assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
+    assert torch.isfinite(cls_logits.grad).all() and torch.isfinite(bbox_regression.grad).all()
+    reference = criterion(cls_logits.float(), bbox_regression.float(), ANCHORS, TARGETS)
+    assert int(out["num_positives"]) == int(reference["num_positives"])
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_runs_on_the_device_of_the_predictions(device):
     criterion = MultiBoxLoss(NUM_CLASSES, matcher=HungarianMatcher(top_up_threshold=0.5))
@@ -296,3 +311,29 @@ def test_shapes_that_do_not_fit_are_refused():
         criterion(cls_logits, bbox_regression, ANCHORS[:-1], TARGETS)
     with pytest.raises(UserError, match="3 targets for a batch of 2"):
         criterion(cls_logits, bbox_regression, ANCHORS, TARGETS + TARGETS[:1])
+
+
+# ---- Every architecture ----
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ssd.available_architectures())
+def test_every_architecture_default_boxes_train(arch):
+    # The default boxes of each registered architecture (which reach past the picture at its borders) match
+    # objects of every size, and the loss built for the model is finite with gradients on its outputs.
+    model = ssd.build_model(arch, num_classes=NUM_CLASSES)
+    height, width = model.config.input_size
+    targets = [
+        target([[0, 0, width, height], [width / 2, height / 2, width / 2 + 8, height / 2 + 8]]),
+        target([[width - 40, 0, width, 30]]),
+    ]
+    criterion = MultiBoxLoss.for_model(model, matcher=HungarianMatcher(top_up_threshold=0.5))
+    cls_logits, bbox_regression = random_predictions(2, anchors=model.anchors)
+    out = criterion(cls_logits, bbox_regression, model.anchors, targets)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and torch.isfinite(bbox_regression.grad).all()
+    assert int(out["num_positives"]) >= 3
+    assert criterion.box_coder is model.box_coder
+    # The Hungarian cost measures L1 in units of the picture, whose size it reads off the default boxes.
+    extent = _picture_extent(model.anchors)
+    assert torch.allclose(extent, torch.tensor([width, height], dtype=extent.dtype), rtol=0.05)

@@ -80,9 +80,9 @@ def assert_finds_every_object(model: nn.Module, pictures: torch.Tensor, targets:
 @pytest.mark.slow
 def test_mobilenetv3_ssd_learns_a_few_pictures_by_heart():
     torch.manual_seed(0)
-    pictures, targets = coloured_rectangles(4, 128)
-    model = ssd.build_model("mobilenetv3_ssd", num_classes=4, input_size=128)
-    losses = train(model, pictures, targets, steps=40, lr=3e-3)
+    pictures, targets = coloured_rectangles(3, 96)
+    model = ssd.build_model("mobilenetv3_ssd", num_classes=4, input_size=96)
+    losses = train(model, pictures, targets, steps=25, lr=3e-3)
     assert losses[-1] * 10 <= losses[0], losses
     recalibrate_batchnorm(model, pictures)
     assert_finds_every_object(model, pictures, targets)

@@ -109,3 +109,15 @@ def test_summary_matches_torchvisions_published_size():
     # torchvision publishes 3,440,060 parameters and 0.58 G multiply-adds for ssdlite320_mobilenet_v3_large.
     assert summary["parameters"] == 3_440_060
     assert summary["gflops"] / 2 == pytest.approx(0.58, abs=0.01)
+
+
+def test_architecture_added_in_one_file_trains_and_predicts():
+    # mobilenetv3_small_ssd is the README's example: one file with a block table, a builder and a config.
+    model = ssd.build_model("mobilenetv3_small_ssd", num_classes=3)
+    assert model.backbone.out_channels == [288, 288]
+    assert model.num_default_boxes == 3234
+    out = model.train()(torch.zeros(2, 3, 320, 320, dtype=torch.uint8), [{"boxes": torch.zeros(0, 4)}] * 2)
+    out["cls_logits"].sum().backward()
+    assert model.classification_headers[0][1].weight.grad is not None
+    (result,) = model.predict([torch.zeros(3, 90, 160, dtype=torch.uint8)])
+    assert result["result_confs"].shape[1] == 3

@@ -97,32 +97,35 @@ class MultiBoxLoss(nn.Module):
             )
         if len(targets) != batch:
             raise UserError(f"{len(targets)} targets for a batch of {batch} pictures")
-        anchors = anchors.to(bbox_regression.dtype)
+        # Matching and box coding in float32 even under mixed precision: areas of pixel boxes overflow float16.
+        anchors = anchors.float()
         gt = pad_targets(targets, self.num_classes, cls_logits.device)
         predictions = {}
         if self.matcher.needs_predictions:
             with torch.no_grad():
                 predictions = {
-                    "pred_boxes": self.box_coder.decode(bbox_regression.detach(), anchors),
+                    "pred_boxes": self.box_coder.decode(bbox_regression.detach().float(), anchors),
                     "cls_logits": cls_logits.detach(),
                 }
         matches = self.matcher(anchors, gt, **predictions)
         positive = matches.labels > 0
         num_positives = positive.sum()
 
-        # Cross-entropy of every default box (ignored ones get 0 and are never selected).
-        flat_logits = cls_logits.reshape(-1, num_classes).float()
-        flat_labels = matches.labels.clamp(min=0).reshape(-1)
-        conf = F.cross_entropy(flat_logits, flat_labels, reduction="none").view(batch, num_anchors)
-        mined = self._hard_negatives(conf.detach(), matches.labels, positive)
+        # Negatives are ranked by the loss they would have as background, without a graph: the gradient is
+        # then taken only on the few default boxes that are kept, not on every box of every picture.
+        with torch.no_grad():
+            background_loss = -F.log_softmax(cls_logits.detach().float(), dim=-1)[..., 0]
+        mined = self._hard_negatives(background_loss, matches.labels, positive)
         selected = positive | mined
         normaliser = self._normaliser(num_positives, mined.sum())
-        conf_loss = (conf * selected).sum() / normaliser
+        selected_logits = cls_logits[selected].float()
+        selected_labels = matches.labels[selected]
+        conf_loss = F.cross_entropy(selected_logits, selected_labels, reduction="sum") / normaliser
 
         loc_loss = self._localisation(bbox_regression, anchors, matches.boxes, positive) / normaliser
         with torch.no_grad():
-            correct = (cls_logits.argmax(-1) == matches.labels) & selected
-            train_acc = correct.sum() / selected.sum().clamp(min=1)
+            correct = (selected_logits.argmax(-1) == selected_labels).sum()
+            train_acc = correct / max(len(selected_labels), 1)
         return {
             "loss": self.loc_weight * loc_loss + conf_loss,
             "loc_loss": loc_loss.detach(),
@@ -131,7 +134,7 @@ class MultiBoxLoss(nn.Module):
             "num_positives": num_positives,
         }
 
-    def _hard_negatives(self, conf: Tensor, labels: Tensor, positive: Tensor) -> Tensor:
+    def _hard_negatives(self, background_loss: Tensor, labels: Tensor, positive: Tensor) -> Tensor:
         """Per image, the `neg_pos_ratio * positives` background default boxes of highest cross-entropy."""
         candidate = labels == 0
         num_pos = positive.sum(1)
@@ -145,9 +148,9 @@ class MultiBoxLoss(nn.Module):
         if k == 0:
             return torch.zeros_like(candidate)
         # topk over the candidates only: cheaper than sorting every default box of every image.
-        ranked = conf.masked_fill(~candidate, -1.0)
+        ranked = background_loss.masked_fill(~candidate, -1.0)
         top = ranked.topk(k, dim=1, sorted=True).indices
-        keep = torch.arange(k, device=conf.device)[None, :] < wanted[:, None]
+        keep = torch.arange(k, device=labels.device)[None, :] < wanted[:, None]
         return torch.zeros_like(candidate).scatter(1, top, keep) & candidate
 
     def _normaliser(self, num_positives: Tensor, num_mined: Tensor) -> Tensor:

@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--num-classes",
         type=int,
-        help="classes including the background, for torchvision weights (default: the dataset's)",
+        help="classes including the background, for torchvision weights (default: read from the file)",
     )
     parser.add_argument("--out", help="folder for the report (default: runs/eval/<weights>_<split>)")
     parser.add_argument("--batch-size", type=int, default=8, help="pictures per forward pass (default: 8)")
@@ -42,11 +42,11 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import torch
-    from ssd.data import build_dataset
 
+    from ssd.data import build_dataset
+    from ssd.engine.checkpoint import load_model
     from ssd.errors import UserError
     from ssd.evaluation.evaluator import Evaluator
-    from ssd.evaluation.model_loading import load_model_for_inference
     from ssd.evaluation.report import format_table, write_report
 
     if args.batch_size < 1:
@@ -63,14 +63,14 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.weights).is_file():
         raise UserError(f"{args.weights}: no such weights file")
     dataset = build_dataset(args.datapath, args.split)
-    num_classes = args.num_classes if args.num_classes is not None else dataset.num_classes
-    loaded = load_model_for_inference(args.weights, arch=args.arch, num_classes=num_classes)
-    if loaded.class_names is not None and list(loaded.class_names) != list(dataset.class_names):
+    # A torchvision file's class count is read from its classification head unless given; the evaluator
+    # then says plainly if it does not fit the dataset.
+    model = load_model(args.weights, arch=args.arch, num_classes=args.num_classes, device=device)
+    if model.class_names is not None and list(model.class_names) != list(dataset.class_names):
         raise UserError(
-            f"{args.weights} was trained on classes {loaded.class_names}, but {args.datapath} has "
+            f"{args.weights} was trained on classes {list(model.class_names)}, but {args.datapath} has "
             f"{list(dataset.class_names)}"
         )
-    model = loaded.model.to(device)
 
     evaluator = Evaluator(
         dataset, batch_size=args.batch_size, num_workers=args.workers, coco_backend=args.coco_backend
@@ -80,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
 
     default_out = Path("runs") / "eval" / f"{Path(args.weights).stem}_{args.split}"
     out_dir = Path(args.out) if args.out else default_out
-    written = write_report(result, out_dir, dataset, args.worst, args.score_threshold)
+    run = {"weights": str(args.weights), "datapath": str(args.datapath), "split": args.split}
+    run["arch"] = model.config.arch
+    written = write_report(result, out_dir, dataset, args.worst, args.score_threshold, run)
     print(f"\nreport written to {out_dir}/: metrics.json, detections_coco.json, pr_curves/", end="")
     print(", worst_pictures.png" if written.get("worst_pictures") else "")
     return 0

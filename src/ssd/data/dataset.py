@@ -188,7 +188,7 @@ class DetectionDataset(Dataset):
             image, target = self.load(index)
             if self.transform is not None:
                 image, target = self.transform(image, target)
-        return image, target
+            return image.contiguous(), target
 
 
 @dataclass

@@ -67,7 +67,7 @@ def load_sample(
         if transform is not None:
             generator = torch.Generator().manual_seed(seed) if seed is not None else None
             image, target = transform(image, target, generator)
-    return image, target
+        return image.contiguous(), target  # a no-op after a resize; decoded pictures are channels-last views
 
 
 def collate_detection(batch: Sequence[tuple[Tensor, dict]]) -> tuple[Tensor | list[Tensor], list[dict]]:

@@ -158,9 +158,11 @@ def detections_to_coco_results(
     return results
 
 
-def write_coco_results(results: list[dict], path: str | Path) -> None:
+def write_coco_results(results: list[dict], path: str | Path) -> Path:
     """The detections as a COCO results JSON file (`[{"image_id", "category_id", "bbox", "score"}, ...]`)."""
-    Path(path).write_text(json.dumps(results))
+    path = Path(path)
+    path.write_text(json.dumps(results))
+    return path
 
 
 def _backend_classes(backend: str):

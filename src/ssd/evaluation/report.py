@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssd.evaluation.coco_metrics import COCO_STAT_NAMES
+from ssd.evaluation.coco_metrics import COCO_STAT_NAMES, write_coco_results
 from ssd.evaluation.evaluator import EvaluationResult
 from ssd.evaluation.picture_errors import PictureErrors, picture_errors
 
@@ -101,9 +101,13 @@ def metrics_dict(result: EvaluationResult) -> dict:
     }
 
 
-def write_metrics_json(result: EvaluationResult, path: str | Path) -> Path:
+def write_metrics_json(result: EvaluationResult, path: str | Path, run: dict | None = None) -> Path:
+    """metrics.json; `run` (what was evaluated: weights, dataset, split...) is stored alongside."""
+    content = metrics_dict(result)
+    if run:
+        content = {"run": run, **content}
     path = Path(path)
-    path.write_text(json.dumps(metrics_dict(result), indent=2) + "\n")
+    path.write_text(json.dumps(content, indent=2) + "\n")
     return path
 
 
@@ -246,16 +250,15 @@ def write_report(
     dataset=None,
     worst_count: int = 16,
     score_threshold: float = 0.5,
+    run: dict | None = None,
 ) -> dict[str, Path | list[Path] | None]:
     """metrics.json, the detections as COCO results, PR curves and, given the dataset, the worst pictures."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path | list[Path] | None] = {
-        "metrics": write_metrics_json(result, out_dir / "metrics.json"),
+        "metrics": write_metrics_json(result, out_dir / "metrics.json", run),
+        "detections": write_coco_results(result.coco_results(), out_dir / "detections_coco.json"),
     }
-    detections_path = out_dir / "detections_coco.json"
-    detections_path.write_text(json.dumps(result.coco_results()))
-    written["detections"] = detections_path
     written["pr_curves"] = plot_pr_curves(result, out_dir / "pr_curves")
     if dataset is not None and worst_count > 0:
         written["worst_pictures"] = draw_worst_pictures(

@@ -124,10 +124,10 @@ def evaluate_voc(
     """
     if len(detections) != len(targets):
         raise ValueError(f"{len(detections)} detection sets for {len(targets)} pictures")
+    matches = _best_matches(detections, targets, pixel_inclusive)
     ap_11point, ap_area, curves = [], [], []
-    per_picture = [_picture_arrays(d, t) for d, t in zip(detections, targets, strict=True)]
     for label in range(1, num_object_classes + 1):
-        curve = _class_curve(per_picture, label, iou_threshold, pixel_inclusive)
+        curve = _class_curve(matches, label, iou_threshold)
         curves.append(curve)
         if curve.num_objects == 0:
             ap_11point.append(math.nan)
@@ -156,63 +156,79 @@ def ground_truth_arrays(target: dict) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return boxes[keep], labels[keep], ignored[keep]
 
 
-def _picture_arrays(detection: dict, target: dict) -> tuple:
-    return detection_arrays(detection) + ground_truth_arrays(target)
+@dataclass
+class _Matches:
+    """Every detection of the split with its best same-class ground-truth box (indices over the split)."""
+
+    labels: np.ndarray
+    scores: np.ndarray
+    best_gt: np.ndarray  # -1 where the picture holds no box of the detection's class
+    best_iou: np.ndarray
+    gt_labels: np.ndarray
+    gt_ignored: np.ndarray
 
 
-def _class_curve(per_picture: list, label: int, iou_threshold: float, pixel_inclusive: bool) -> ClassCurve:
-    num_objects = 0
-    picture_of, score_of, best_gt_of, best_iou_of = [], [], [], []
-    ignored_of: list[np.ndarray] = []
-    for picture, (d_boxes, d_labels, d_scores, g_boxes, g_labels, g_ignored) in enumerate(per_picture):
-        d_mask = d_labels == label
-        g_mask = g_labels == label
-        gt_boxes, gt_ignored = g_boxes[g_mask], g_ignored[g_mask]
-        num_objects += int((~gt_ignored).sum())
-        ignored_of.append(gt_ignored)
-        if not d_mask.any():
-            continue
-        scores = d_scores[d_mask]
-        if len(gt_boxes):
-            iou = _iou_matrix(d_boxes[d_mask], gt_boxes, pixel_inclusive)
-            best_gt, best_iou = iou.argmax(axis=1), iou.max(axis=1)
-        else:
-            best_gt, best_iou = np.zeros(len(scores), np.int64), np.zeros(len(scores))
-        picture_of.append(np.full(len(scores), picture))
-        score_of.append(scores)
-        best_gt_of.append(best_gt)
-        best_iou_of.append(best_iou)
-    if not score_of:
-        empty = np.zeros(0)
-        return ClassCurve(empty, empty, empty, num_objects, 0, 0)
-    pictures = np.concatenate(picture_of)
-    scores = np.concatenate(score_of)
-    best_gt = np.concatenate(best_gt_of)
-    best_iou = np.concatenate(best_iou_of)
+def _best_matches(detections: Sequence[dict], targets: Sequence[dict], pixel_inclusive: bool) -> _Matches:
+    labels, scores, best_gt, best_iou, gt_labels, gt_ignored = [], [], [], [], [], []
+    gt_offset = 0
+    for detection, target in zip(detections, targets, strict=True):
+        d_boxes, d_labels, d_scores = detection_arrays(detection)
+        g_boxes, g_labels, g_ignored = ground_truth_arrays(target)
+        best = np.full(len(d_labels), -1, dtype=np.int64)
+        overlap = np.zeros(len(d_labels))
+        if len(d_labels) and len(g_labels):
+            iou = _iou_matrix(d_boxes, g_boxes, pixel_inclusive)
+            iou[d_labels[:, None] != g_labels[None, :]] = -1.0  # a detection only looks at its own class
+            best = iou.argmax(axis=1)
+            overlap = iou[np.arange(len(best)), best]
+            best = np.where(overlap >= 0, best + gt_offset, -1)
+        labels.append(d_labels)
+        scores.append(d_scores)
+        best_gt.append(best)
+        best_iou.append(overlap)
+        gt_labels.append(g_labels)
+        gt_ignored.append(g_ignored)
+        gt_offset += len(g_labels)
+    return _Matches(
+        labels=_joined(labels, np.int64),
+        scores=_joined(scores, np.float64),
+        best_gt=_joined(best_gt, np.int64),
+        best_iou=_joined(best_iou, np.float64),
+        gt_labels=_joined(gt_labels, np.int64),
+        gt_ignored=_joined(gt_ignored, bool),
+    )
+
+
+def _joined(parts: list[np.ndarray], dtype) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype=dtype)
+
+
+def _class_curve(matches: _Matches, label: int, iou_threshold: float) -> ClassCurve:
+    of_class = np.flatnonzero(matches.labels == label)
+    num_objects = int(((matches.gt_labels == label) & ~matches.gt_ignored).sum())
     # Best score first; a stable sort keeps ties in picture order, so results do not depend on the platform.
-    order = np.argsort(-scores, kind="stable")
-    taken = [np.zeros(len(ignored), dtype=bool) for ignored in ignored_of]
+    order = of_class[np.argsort(-matches.scores[of_class], kind="stable")]
+    taken = np.zeros(len(matches.gt_labels), dtype=bool)
     outcome = np.zeros(len(order), dtype=np.int8)  # 1 true positive, -1 false positive, 0 ignored
-    for rank, index in enumerate(order):
-        picture, gt = pictures[index], best_gt[index]
-        if best_iou[index] < iou_threshold:
+    for rank, (gt, overlap) in enumerate(zip(matches.best_gt[order], matches.best_iou[order], strict=True)):
+        if gt < 0 or overlap < iou_threshold:
             outcome[rank] = -1
-        elif ignored_of[picture][gt]:
+        elif matches.gt_ignored[gt]:
             outcome[rank] = 0
-        elif not taken[picture][gt]:
-            taken[picture][gt] = True
+        elif not taken[gt]:
+            taken[gt] = True
             outcome[rank] = 1
         else:
             outcome[rank] = -1
     counted = outcome != 0
     true_positives = np.cumsum(outcome[counted] == 1)
     false_positives = np.cumsum(outcome[counted] == -1)
-    precision = true_positives / (true_positives + false_positives)  # ignored ones removed: never 0 / 0
-    recall = true_positives / num_objects if num_objects else np.zeros_like(precision, dtype=np.float64)
+    precision = true_positives / np.maximum(true_positives + false_positives, 1)  # never 0: ignored removed
+    recall = true_positives / num_objects if num_objects else np.zeros(len(true_positives))
     return ClassCurve(
-        scores=scores[order][counted],
+        scores=matches.scores[order][counted],
         precision=precision.astype(np.float64),
-        recall=recall.astype(np.float64),
+        recall=np.asarray(recall, dtype=np.float64),
         num_objects=num_objects,
         true_positives=int(true_positives[-1]) if len(true_positives) else 0,
         false_positives=int(false_positives[-1]) if len(false_positives) else 0,

@@ -116,4 +116,4 @@ def build_model(
 
 def _load_builtin_architectures() -> None:
     # Importing the backbone modules registers their architectures.
-    from ssd.models.backbones import mobilenetv3, resnet, vgg  # noqa: F401
+    from ssd.models.backbones import mobilenetv3, mobilenetv3_small, resnet, vgg  # noqa: F401

@@ -17,7 +17,7 @@ from ssd.models.layers import ConvBNAct
 from ssd.models.registry import Architecture, register_architecture
 
 # (in, kernel, expanded, out, squeeze-excite, activation, stride) for each inverted-residual block.
-_LARGE_BLOCKS = [
+LARGE_BLOCKS = [
     (16, 3, 16, 16, False, "relu", 1),
     (16, 3, 64, 24, False, "relu", 2),
     (24, 3, 72, 24, False, "relu", 1),
@@ -57,7 +57,9 @@ class SqueezeExcitation(nn.Module):
 
 
 class InvertedResidual(nn.Module):
-    def __init__(self, in_ch, kernel, expanded, out_ch, use_se, activation, stride, bn_eps, bn_momentum):
+    def __init__(
+        self, in_ch, kernel, expanded, out_ch, use_se, activation, stride, bn_eps=1e-5, bn_momentum=0.1
+    ):
         super().__init__()
         act = _ACTIVATIONS[activation]
         layers: list[nn.Module] = []
@@ -88,35 +90,30 @@ class InvertedResidual(nn.Module):
         return out + x if self.use_residual else out
 
 
-class MobileNetV3LargeFeatures(nn.Module):
-    """MobileNetV3-Large without its classifier; returns [block 13's expansion output, the last layer]."""
+class MobileNetV3Features(nn.Module):
+    """A MobileNetV3 without its classifier; returns [the expansion output inside the last stride-2 block, the
+    last layer]. `blocks` is a table like `LARGE_BLOCKS`; the reduced tail halves its last three blocks."""
 
-    tap_block = 13  # the first block at stride 32; SSDLite taps inside it, after its expansion
-
-    def __init__(self, reduced_tail: bool, bn_eps: float, bn_momentum: float):
+    def __init__(self, blocks: list[tuple], reduced_tail: bool, bn_eps: float, bn_momentum: float):
         super().__init__()
         divider = 2 if reduced_tail else 1
-        layers: list[nn.Module] = [
-            ConvBNAct(3, 16, 3, 2, activation=nn.Hardswish, bn_eps=bn_eps, bn_momentum=bn_momentum)
-        ]
-        first_tail = len(_LARGE_BLOCKS) - _TAIL_BLOCKS
-        for index, (in_ch, kernel, expanded, out_ch, use_se, act, stride) in enumerate(_LARGE_BLOCKS):
+        norm = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
+        layers: list[nn.Module] = [ConvBNAct(3, blocks[0][0], 3, 2, activation=nn.Hardswish, **norm)]
+        first_tail = len(blocks) - _TAIL_BLOCKS
+        for index, (in_ch, kernel, expanded, out_ch, use_se, act, stride) in enumerate(blocks):
             if index > first_tail:
                 in_ch = in_ch // divider
             if index >= first_tail:
                 out_ch = out_ch // divider
                 expanded = expanded if index == first_tail else expanded // divider
-            layers.append(
-                InvertedResidual(in_ch, kernel, expanded, out_ch, use_se, act, stride, bn_eps, bn_momentum)
-            )
-        last_in = _LARGE_BLOCKS[-1][3] // divider
-        layers.append(
-            ConvBNAct(
-                last_in, 6 * last_in, 1, activation=nn.Hardswish, bn_eps=bn_eps, bn_momentum=bn_momentum
-            )
-        )
+            layers.append(InvertedResidual(in_ch, kernel, expanded, out_ch, use_se, act, stride, **norm))
+        last_in = blocks[-1][3] // divider
+        layers.append(ConvBNAct(last_in, 6 * last_in, 1, activation=nn.Hardswish, **norm))
         self.features = nn.Sequential(*layers)
-        self.out_channels = [_LARGE_BLOCKS[self.tap_block - 1][2], 6 * last_in]
+        # SSDLite taps the first block at stride 32 after its expansion (+1: features.0 is the stem).
+        last_strided = max(i for i, block in enumerate(blocks) if block[6] == 2)
+        self.tap_block = last_strided + 1
+        self.out_channels = [blocks[last_strided][2], 6 * last_in]
         _init_mobilenet(self)
 
     def forward(self, x: Tensor) -> list[Tensor]:
@@ -143,8 +140,8 @@ def _init_mobilenet(module: nn.Module) -> None:
             nn.init.zeros_(layer.bias)
 
 
-def _extra_block(in_ch: int, out_ch: int, bn_eps: float, bn_momentum: float) -> nn.Sequential:
-    """1x1 down to half the output width, depthwise 3x3 with stride 2, 1x1 up; ReLU6 throughout."""
+def extra_block(in_ch: int, out_ch: int, bn_eps: float, bn_momentum: float) -> nn.Sequential:
+    """SSDLite's extra layer: 1x1 down to half the output width, depthwise 3x3 stride 2, 1x1 up; ReLU6."""
     mid = out_ch // 2
     norm = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
     return nn.Sequential(
@@ -154,16 +151,20 @@ def _extra_block(in_ch: int, out_ch: int, bn_eps: float, bn_momentum: float) -> 
     )
 
 
-def build_mobilenetv3_ssd_layers(config: SSDConfig) -> tuple[nn.Module, nn.ModuleList]:
-    options = config.backbone_options
+def build_ssdlite_layers(config: SSDConfig, blocks: list[tuple], extra_widths: list[int]):
+    """A MobileNetV3 backbone and SSDLite extras from `backbone.out_channels[-1]` through `extra_widths`."""
     norm = {"bn_eps": config.batchnorm_eps, "bn_momentum": config.batchnorm_momentum}
-    backbone = MobileNetV3LargeFeatures(reduced_tail=options["reduced_tail"], **norm)
-    widths = [backbone.out_channels[-1], 512, 256, 256, 128]
-    extras = nn.ModuleList(_extra_block(a, b, **norm) for a, b in zip(widths[:-1], widths[1:], strict=True))
+    backbone = MobileNetV3Features(blocks, reduced_tail=config.backbone_options["reduced_tail"], **norm)
+    widths = [backbone.out_channels[-1], *extra_widths]
+    extras = nn.ModuleList(extra_block(a, b, **norm) for a, b in zip(widths[:-1], widths[1:], strict=True))
     for layer in extras.modules():
         if isinstance(layer, nn.Conv2d):
             nn.init.normal_(layer.weight, std=0.03)
     return backbone, extras
+
+
+def build_mobilenetv3_ssd_layers(config: SSDConfig) -> tuple[nn.Module, nn.ModuleList]:
+    return build_ssdlite_layers(config, LARGE_BLOCKS, [512, 256, 256, 128])
 
 
 MOBILENETV3_SSD = register_architecture(

@@ -1,0 +1,62 @@
+"""`mobilenetv3_small_ssd`: SSDLite on MobileNetV3-Small, about 3x cheaper than `mobilenetv3_ssd`.
+
+This file is the README's example of adding an architecture: a block table, a layer builder and a config.
+The heads, default boxes, post-processing, training and export come with the registry.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ssd.anchors import linear_scales
+from ssd.config import SSDConfig
+from ssd.models.backbones.mobilenetv3 import build_ssdlite_layers
+from ssd.models.registry import Architecture, register_architecture
+
+# (in, kernel, expanded, out, squeeze-excite, activation, stride): MobileNetV3-Small's inverted residuals.
+SMALL_BLOCKS = [
+    (16, 3, 16, 16, True, "relu", 2),
+    (16, 3, 72, 24, False, "relu", 2),
+    (24, 3, 88, 24, False, "relu", 1),
+    (24, 5, 96, 40, True, "hardswish", 2),
+    (40, 5, 240, 40, True, "hardswish", 1),
+    (40, 5, 240, 40, True, "hardswish", 1),
+    (40, 5, 120, 48, True, "hardswish", 1),
+    (48, 5, 144, 48, True, "hardswish", 1),
+    (48, 5, 288, 96, True, "hardswish", 2),
+    (96, 5, 576, 96, True, "hardswish", 1),
+    (96, 5, 576, 96, True, "hardswish", 1),
+]
+
+
+def build_mobilenetv3_small_ssd_layers(config: SSDConfig) -> tuple[nn.Module, nn.ModuleList]:
+    return build_ssdlite_layers(config, SMALL_BLOCKS, extra_widths=[256, 256, 128, 128])
+
+
+MOBILENETV3_SMALL_SSD = register_architecture(
+    Architecture(
+        name="mobilenetv3_small_ssd",
+        description="SSDLite320 on MobileNetV3-Small",
+        config=SSDConfig(
+            arch="mobilenetv3_small_ssd",
+            input_size=(320, 320),
+            scales=linear_scales(0.2, 0.95, 6),
+            aspect_ratios=((2.0, 3.0),) * 6,
+            clip_default_boxes=True,
+            image_mean=(0.5, 0.5, 0.5),
+            image_std=(0.5, 0.5, 0.5),
+            head="separable",
+            batchnorm_eps=0.001,
+            batchnorm_momentum=0.03,
+            score_threshold=0.001,
+            nms_threshold=0.55,
+            detections_per_image=300,
+            topk_candidates=300,
+            backbone_options={"reduced_tail": True},
+        ),
+        build_layers=build_mobilenetv3_small_ssd_layers,
+        imagenet_keys=[(r"^features\.", "backbone.features.")],  # torchvision's mobilenet_v3_small layout
+        imagenet_ignore=[r"^classifier\."],
+        imagenet_overrides={"reduced_tail": False},
+    )
+)
