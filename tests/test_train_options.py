@@ -106,6 +106,12 @@ def test_sharded_batches_cover_the_single_process_batches():
         assert ranks[0][step] + ranks[1][step] == batch  # same pictures, same augmentation seeds
 
 
+def test_a_last_batch_of_one_picture_is_dropped():
+    batches = list(ShardedBatchSampler(SeededSampler(9, seed=0), batch_size=4))
+    assert [len(b) for b in batches] == [4, 4] and len(ShardedBatchSampler(SeededSampler(9), 4)) == 2
+    assert [len(b) for b in ShardedBatchSampler(SeededSampler(1), batch_size=4)] == [1]  # all there is
+
+
 def test_sharding_pads_to_the_world_size():
     ranks = [
         list(ShardedBatchSampler(SeededSampler(5, seed=0), batch_size=2, rank=r, world_size=2))
@@ -137,3 +143,25 @@ def test_fitted_scales_span_the_boxes():
     with pytest.raises(UserError, match="needs 3 scales"):
         parse_scales("0.1,0.2", 2)
     assert math.isclose(scales[-1], min(1.0, scales[5] + (scales[5] - scales[0]) / 5), rel_tol=1e-3)
+
+
+@pytest.mark.parametrize("matcher", ["iou", "hungarian"])
+@pytest.mark.parametrize("loc_loss", ["smooth_l1", "giou"])
+def test_every_matcher_and_localisation_loss_trains(matcher, loc_loss):
+    from ssd import build_model
+    from ssd.engine.trainer import build_loss
+
+    model = build_model("mobilenetv3_ssd", num_classes=3, input_size=128).train()
+    loss = build_loss(model, TrainOptions(matcher=matcher, loc_loss=loc_loss))
+    targets = [
+        {"boxes": torch.tensor([[10.0, 20.0, 60.0, 90.0]]), "labels": torch.tensor([2])},
+        {
+            "boxes": torch.tensor([[50.0, 40.0, 120.0, 100.0], [5.0, 5.0, 30.0, 30.0]]),
+            "labels": torch.tensor([1, 2]),
+        },
+    ]
+    outputs = model(torch.randint(0, 256, (2, 3, 128, 128), dtype=torch.uint8), targets)
+    losses = loss(outputs["cls_logits"], outputs["bbox_regression"], outputs["anchors"], outputs["targets"])
+    assert torch.isfinite(losses["loss"]) and losses["num_positives"] >= 1
+    losses["loss"].backward()
+    assert model.classification_headers[0][1].weight.grad is not None

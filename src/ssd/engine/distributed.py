@@ -93,13 +93,18 @@ def barrier(context: DistributedContext) -> None:
         dist.barrier()
 
 
+# BatchNorm needs two values per channel; on the 1x1 maps of the last extra layers that is two pictures.
+MIN_BATCH = 2
+
+
 class ShardedBatchSampler(Sampler):
     """Batches of `(index, sample_seed)` for one process: global batch k of the single-process order is
     `order[k*G:(k+1)*G]` (G = batch_size * world_size) and this process takes its `rank`-th slice.
 
     The order and seeds come from `sampler` (the data package's `SeededSampler`), so with one process this is
     exactly the single-process loader. With several, the order is padded by wrapping around to a multiple of
-    the world size so every process makes the same number of steps.
+    the world size so every process makes the same number of steps. A last batch of a single picture per
+    process is dropped (the next epoch's order differs, so no picture is left out for good).
     """
 
     def __init__(self, sampler: Sampler, batch_size: int, rank: int = 0, world_size: int = 1):
@@ -114,7 +119,8 @@ class ShardedBatchSampler(Sampler):
 
     def __len__(self) -> int:
         per_process = self._padded_size() // self.world_size
-        return -(-per_process // self.batch_size)
+        full, rest = divmod(per_process, self.batch_size)
+        return full + (rest > 0 and (rest >= MIN_BATCH or full == 0))
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         items = list(iter(self.sampler))
@@ -124,6 +130,8 @@ class ShardedBatchSampler(Sampler):
         for start in range(0, padded, global_batch):
             chunk = items[start : start + global_batch]
             share = len(chunk) // self.world_size
+            if share < min(MIN_BATCH, self.batch_size) and start > 0:
+                return  # a last batch of one picture: BatchNorm cannot train on it (1x1 maps)
             yield chunk[self.rank * share : (self.rank + 1) * share]
 
 

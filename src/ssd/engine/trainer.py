@@ -269,8 +269,6 @@ class Trainer:
     def _prepare_training(self, resume: dict[str, Any] | None) -> None:
         from ssd.data import build_transforms
         from ssd.data.loader import AugmentedDataset, SeededSampler, collate_detection
-        from ssd.loss import MultiBoxLoss
-        from ssd.matching import HungarianMatcher, IoUMatcher
 
         options, context = self.options, self.context
         device = context.device
@@ -305,18 +303,7 @@ class Trainer:
         )
         self.steps_per_epoch = len(self.batch_sampler)
 
-        matcher = (
-            HungarianMatcher(threshold=options.iou_threshold)
-            if options.matcher == "hungarian"
-            else IoUMatcher(threshold=options.iou_threshold)
-        )
-        self.criterion = MultiBoxLoss.for_model(
-            model,
-            matcher=matcher,
-            neg_pos_ratio=options.neg_pos_ratio,
-            loc_loss=options.loc_loss,
-            loc_weight=options.loc_weight,
-        )
+        self.criterion = build_loss(model, options)
         use_global_normaliser(self.criterion, context)
 
         self.lr = scaled_lr(options, context.world_size)
@@ -685,6 +672,24 @@ def _summary_line(row: dict[str, Any], epochs: int, improved: bool) -> str:
     if row.get("mAP") is not None:
         line += f" | val mAP {row['mAP']:.3f}, mAP@0.5 {row['mAP50']:.3f}" + (" (best)" if improved else "")
     return line
+
+
+def build_loss(model: nn.Module, options: TrainOptions) -> nn.Module:
+    """MultiBoxLoss with the matcher and loss options of the run."""
+    from ssd.loss import MultiBoxLoss
+    from ssd.matching import HungarianMatcher, IoUMatcher
+
+    # Hungarian: one default box per object, chosen on the model's own predictions (no IoU threshold).
+    matcher = (
+        HungarianMatcher() if options.matcher == "hungarian" else IoUMatcher(threshold=options.iou_threshold)
+    )
+    return MultiBoxLoss.for_model(
+        model,
+        matcher=matcher,
+        neg_pos_ratio=options.neg_pos_ratio,
+        loc_loss=options.loc_loss,
+        loc_weight=options.loc_weight,
+    )
 
 
 def _default_workers(device: torch.device, context) -> int:
