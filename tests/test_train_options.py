@@ -145,6 +145,7 @@ def test_fitted_scales_span_the_boxes():
     assert math.isclose(scales[-1], min(1.0, scales[5] + (scales[5] - scales[0]) / 5), rel_tol=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("matcher, loc_loss", [("iou", "smooth_l1"), ("hungarian", "giou")])
 def test_every_matcher_and_localisation_loss_trains(matcher, loc_loss):
     from ssd import build_model
