@@ -13,6 +13,16 @@ from ssd.loss import MultiBoxLoss
 COLOURS = torch.tensor([[230, 40, 40], [40, 200, 40], [40, 60, 230]], dtype=torch.uint8)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Batches of two or three small pictures are made of many small operations, which a second thread
+    # slows down on a busy machine (each parallel kernel waits for its slower thread) more than it helps.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def coloured_rectangles(count: int, size: int, seed: int = 1) -> tuple[torch.Tensor, list[dict]]:
     """Grey pictures with one rectangle in each half; the class is the rectangle's colour (1..3)."""
     generator = torch.Generator().manual_seed(seed)

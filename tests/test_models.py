@@ -121,3 +121,10 @@ def test_architecture_added_in_one_file_trains_and_predicts():
     assert model.classification_headers[0][1].weight.grad is not None
     (result,) = model.predict([torch.zeros(3, 90, 160, dtype=torch.uint8)])
     assert result["result_confs"].shape[1] == 3
+
+
+def test_an_empty_batch_gives_no_detections(mobilenet):
+    assert mobilenet.predict([]) == []
+    out = mobilenet.train()(torch.zeros(0, 3, 320, 320, dtype=torch.uint8), [])
+    mobilenet.eval()
+    assert out["cls_logits"].shape == (0, 3234, 4)

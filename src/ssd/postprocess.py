@@ -76,13 +76,18 @@ class PostProcessor(nn.Module):
         return results
 
     def _select(self, boxes: Tensor, probabilities: Tensor) -> Detections:
+        classes, scores, anchor_index, selected, complete = self._globally_best_candidates(probabilities)
+        keep = resolve_greedy_suppression(boxes[anchor_index], selected, self.nms_threshold)
+        if complete or int(keep.sum()) >= self.detections_per_image:
+            return self._detections(boxes, probabilities, keep, classes, scores, anchor_index)
+        # Too few survived the first round: widen it round by round, on the per-class top-k grid.
         num_anchors, num_classes = probabilities.shape
         object_scores = probabilities[:, 1:].T  # (C-1, A): background is never a detection
         k = min(self.topk_candidates, num_anchors)
         scores, anchor_index = object_scores.topk(k, dim=1)  # each class's candidates, best first
         valid = scores > self.score_threshold
         num_valid = int(valid.sum())
-        budget = self.detections_per_image * _PRUNE_FACTOR
+        budget = self.detections_per_image * _PRUNE_FACTOR**2  # the first round's budget did not suffice
         while True:
             if budget < num_valid:
                 cut = scores[valid].topk(budget).values[-1]
@@ -93,7 +98,55 @@ class PostProcessor(nn.Module):
             if budget >= num_valid or int(keep.sum()) >= self.detections_per_image:
                 break
             budget *= _PRUNE_FACTOR
-        scores, anchor_index = scores_grid, anchors_grid
+        return self._detections(boxes, probabilities, keep, classes, scores_grid, anchors_grid)
+
+    def _globally_best_candidates(self, probabilities: Tensor):
+        """The first pruning round, without a per-class top-k over every default box (the costliest step).
+
+        Takes the `budget` best (anchor, class) scores of the whole picture (or every valid one, if the
+        per-class top-k grid holds no more than that) and lays them out as the `(classes, rank)` grid, each class capped at its top-k. Every candidate
+        left out scores below every one taken, so if NMS on these keeps `detections_per_image` boxes, the
+        answer is final (see the module docstring); `complete` says that no valid candidate was left out.
+        """
+        num_anchors = probabilities.shape[0]
+        object_scores = probabilities[:, 1:]
+        budget = self.detections_per_image * _PRUNE_FACTOR
+        k = min(self.topk_candidates, num_anchors)
+        taken = object_scores > self.score_threshold
+        # The per-class top-k grid holds min(valid, k) candidates of each class: all of them fit the budget?
+        complete = int(taken.sum(dim=0).clamp(max=k).sum()) <= budget
+        if not complete:
+            cut = object_scores.reshape(-1).topk(budget, sorted=False).values.min()
+            taken = object_scores >= cut  # ties at the cut included
+        anchors, classes = taken.nonzero(as_tuple=True)
+        scores = object_scores[anchors, classes]
+        # Class by class, best first; equal scores keep anchor order (the stable sorts).
+        by_score = torch.sort(scores, descending=True, stable=True).indices
+        order = by_score[torch.sort(classes[by_score], stable=True).indices]
+        present, counts = torch.unique_consecutive(classes[order], return_counts=True)
+        row = torch.repeat_interleave(torch.arange(len(present), device=counts.device), counts)
+        rank = torch.arange(len(order), device=counts.device) - (counts.cumsum(0) - counts)[row]
+        in_topk = rank < k
+        order, row, rank = order[in_topk], row[in_topk], rank[in_topk]
+        width = int(rank.max()) + 1 if len(rank) else 0
+        grid_scores = scores.new_zeros(len(present), width)
+        grid_anchors = anchors.new_zeros(len(present), width)
+        grid_selected = torch.zeros(len(present), width, dtype=torch.bool, device=scores.device)
+        grid_scores[row, rank] = scores[order]
+        grid_anchors[row, rank] = anchors[order]
+        grid_selected[row, rank] = True
+        return present, grid_scores, grid_anchors, grid_selected, complete
+
+    def _detections(
+        self,
+        boxes: Tensor,
+        probabilities: Tensor,
+        keep: Tensor,
+        classes: Tensor,
+        scores: Tensor,
+        anchor_index: Tensor,
+    ) -> Detections:
+        """The kept candidates of a `(classes, rank)` grid, best first, at most `detections_per_image`."""
         kept_scores = scores[keep]
         kept_anchors = anchor_index[keep]
         kept_labels = (classes[:, None] + 1).expand_as(keep)[keep]

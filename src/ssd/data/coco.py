@@ -137,6 +137,7 @@ def load_coco(
             problems.add(json_file, f"{where}: 'bbox' is not four numbers ({bbox})", DROPPED_BOX)
             continue
         x, y, w, h = (float(v) for v in bbox)
+        area = annotation.get("area")
         boxes_of[image_id].append(
             RawBox(
                 (x, y, x + w, y + h),
@@ -144,6 +145,7 @@ def load_coco(
                 f"{where} (image {image_id})",
                 iscrowd=bool(annotation.get("iscrowd", 0)),
                 difficult=bool(annotation.get("difficult", 0)),
+                area=float(area) if isinstance(area, (int, float)) and area > 0 else None,
             )
         )
 

@@ -53,6 +53,12 @@ class Record:
     labels: Tensor = field(default_factory=lambda: torch.zeros((0,), dtype=torch.int64))
     iscrowd: Tensor = field(default_factory=lambda: torch.zeros((0,), dtype=torch.bool))
     difficult: Tensor = field(default_factory=lambda: torch.zeros((0,), dtype=torch.bool))
+    # The annotation's area (COCO's is the mask's, which decides AP small/medium/large); None: the box's.
+    area: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.area is None:
+            self.area = (self.boxes[:, 2] - self.boxes[:, 0]) * (self.boxes[:, 3] - self.boxes[:, 1])
 
     def target(self) -> Target:
         return {
@@ -60,6 +66,7 @@ class Record:
             "labels": self.labels.clone(),
             "iscrowd": self.iscrowd.clone(),
             "difficult": self.difficult.clone(),
+            "area": self.area.clone(),
             "image_id": self.image_id,
             "file_name": self.file_name,
             "orig_size": (self.height, self.width),
@@ -200,6 +207,7 @@ class RawBox:
     name: str
     iscrowd: bool = False
     difficult: bool = False
+    area: float | None = None
 
 
 def checked_record(
@@ -260,6 +268,13 @@ def checked_record(
         labels=torch.tensor([raw.label for raw in kept], dtype=torch.int64),
         iscrowd=torch.tensor([raw.iscrowd for raw in kept], dtype=torch.bool),
         difficult=torch.tensor([raw.difficult for raw in kept], dtype=torch.bool),
+        area=torch.tensor(
+            [
+                raw.area if raw.area is not None else (b[2] - b[0]) * (b[3] - b[1])
+                for raw, b in zip(kept, clipped, strict=True)
+            ],
+            dtype=torch.float32,
+        ),
     )
 
 

@@ -36,7 +36,8 @@ MEAN_FILL = (123.0, 117.0, 104.0)
 # Boxes narrower or lower than this many pixels after a geometric step carry no object and are dropped.
 MIN_BOX_SIZE = 1.0
 
-_PER_BOX_KEYS = ("boxes", "labels", "iscrowd", "difficult")
+# Kept aligned with the boxes; `area` is the annotation's (for COCO evaluation) and is not rescaled.
+_PER_BOX_KEYS = ("boxes", "labels", "iscrowd", "difficult", "area")
 
 
 def _rand(generator: torch.Generator | None) -> float:

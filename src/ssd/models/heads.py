@@ -57,5 +57,11 @@ def build_headers(
 
 def flatten_header_output(outputs: Sequence[Tensor], values_per_box: int) -> Tensor:
     """`[(B, A_k * V, H_k, W_k)]` -> `(B, sum_k H_k * W_k * A_k, V)`."""
-    rows = [out.permute(0, 2, 3, 1).reshape(out.shape[0], -1, values_per_box) for out in outputs]
+    # Sizes spelled out (no -1), so an empty batch reshapes too.
+    rows = [
+        out.permute(0, 2, 3, 1).reshape(
+            out.shape[0], out.shape[1] // values_per_box * out.shape[2] * out.shape[3], values_per_box
+        )
+        for out in outputs
+    ]
     return torch.cat(rows, dim=1)

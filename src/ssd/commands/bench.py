@@ -1,0 +1,74 @@
+"""`ssd bench`: inference latency, throughput, peak memory and GFLOP/s of one architecture."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "benchmark inference: latency p50/p95, pictures/s at batch 1 and 8, memory, GFLOP/s"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--arch", required=True, help="architecture name, e.g. mobilenetv3_ssd")
+    parser.add_argument("--weights", default=None, help="weights file (default: random weights; same speed)")
+    parser.add_argument("--num-classes", type=int, default=None, help="classes with background (default: 91)")
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    parser.add_argument("--picture", default=None, help="picture to run on (default: a 480x640 random one)")
+    parser.add_argument("--runs", type=int, default=50, help="timed runs at batch 1 (default: 50)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads (default: one per CPU not busy with other work)",
+    )
+    parser.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers (to measure folding)")
+    parser.add_argument(
+        "--no-channels-last",
+        action="store_true",
+        help="keep the default memory layout (to measure channels-last)",
+    )
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from ssd.benchmark import benchmark_model, format_results
+    from ssd.errors import UserError
+
+    if args.runs < 5:
+        raise UserError(f"--runs must be at least 5, got {args.runs}")
+    if args.weights:
+        from ssd.engine.checkpoint import load_model
+
+        model = load_model(args.weights, arch=args.arch, num_classes=args.num_classes)
+        if model.config.arch != args.arch:
+            raise UserError(f"{args.weights}: holds a {model.config.arch} model, not {args.arch}")
+    else:
+        from ssd.models.registry import build_model
+
+        model = build_model(args.arch, num_classes=args.num_classes or 91).eval()
+    if args.picture:
+        from ssd.media import read_picture
+
+        picture = torch.from_numpy(read_picture(Path(args.picture))).permute(2, 0, 1)
+    else:
+        picture = torch.randint(
+            0, 256, (3, 480, 640), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
+        )
+    result = benchmark_model(
+        model,
+        picture,
+        backend=args.backend,
+        runs=args.runs,
+        threads=args.threads,
+        fuse=not args.no_fuse,
+        channels_last=not args.no_channels_last,
+    )
+    print(format_results([result]))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0

@@ -1,0 +1,76 @@
+"""`ssd export`: ONNX or TorchScript, network alone or with post-processing, checked against PyTorch."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "export to ONNX or TorchScript (optionally with NMS in the graph); the file is checked against PyTorch"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", required=True, help="a checkpoint of ours or a torchvision SSD file")
+    parser.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    parser.add_argument(
+        "--with-postprocess",
+        action="store_true",
+        help="put decoding, top-k and NMS in the graph (outputs: boxes, scores, labels, confs, num_detections)",
+    )
+    parser.add_argument("--dynamic-batch", action="store_true", help="any batch size (default: batch of 1)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="output file (default: the weights' name with .onnx or .torchscript, in the current folder)",
+    )
+    parser.add_argument("--arch", default=None, help="architecture of a torchvision weights file")
+    parser.add_argument(
+        "--num-classes", type=int, default=None, help="classes of a torchvision file (with background)"
+    )
+    parser.add_argument(
+        "--class-names", default=None, metavar="A,B,...", help="names of labels 1..K, comma-separated"
+    )
+    parser.add_argument(
+        "--check-pictures",
+        nargs="+",
+        default=None,
+        metavar="PICTURE",
+        help="pictures for the final check (default: random ones)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from ssd.engine.checkpoint import load_model
+    from ssd.export import export_model
+    from ssd.media import read_picture
+
+    weights = Path(args.weights)
+    class_names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
+    model = load_model(weights, arch=args.arch, num_classes=args.num_classes, class_names=class_names)
+    suffix = ".onnx" if args.format == "onnx" else ".torchscript"
+    out = (
+        Path(args.out)
+        if args.out
+        else Path(weights.stem + ("_post" if args.with_postprocess else "") + suffix)
+    )
+    pictures = (
+        [torch.from_numpy(read_picture(Path(p))).permute(2, 0, 1) for p in args.check_pictures]
+        if args.check_pictures
+        else None
+    )
+    report = export_model(
+        model,
+        out,
+        args.format,
+        with_postprocess=args.with_postprocess,
+        dynamic_batch=args.dynamic_batch,
+        pictures=pictures,
+    )
+    graph = "network and post-processing" if report.with_postprocess else "network only"
+    batch = "any batch size" if report.dynamic_batch or report.format == "torchscript" else "batch of 1"
+    print(f"wrote {out} ({report.format}, {graph}, {batch})")
+    for line in report.checks:
+        print(f"  check: {line}")
+    return 0

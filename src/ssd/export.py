@@ -1,0 +1,176 @@
+"""Export to ONNX or TorchScript, with or without post-processing in the graph, checked against PyTorch.
+
+Every export ends with a check: the exported file is loaded by the predictor a user would use
+(`ssd.runtime`), run on sample pictures, and its outputs compared with the PyTorch model's. A mismatch
+fails the export with the numbers (`ExportMismatchError`), so a file that exists is a file that works.
+
+The graph's input is `images` `(B, 3, H, W)`: pictures resized to the input size, RGB in [0, 1]
+(normalisation is inside). The outputs are `cls_logits`, `bbox_regression` for the network alone, or
+`boxes`, `scores`, `labels`, `confs`, `num_detections` with post-processing (see `DetectionGraph`).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ssd.compare import compare_detections
+from ssd.errors import UserError
+from ssd.export_graph import GRAPH_OUTPUTS, DetectionGraph, NetworkGraph
+from ssd.inference import prepare_for_inference
+from ssd.runtime import METADATA_KEY, export_metadata, load_predictor
+
+FORMATS = ("onnx", "torchscript")
+# onnxruntime 1.16+ runs opset 17 fully on the CPU; NonMaxSuppression needs 11, nothing here needs more.
+ONNX_OPSET = 17
+# Raw header outputs agree when within this, relative to their largest magnitude (and at least absolute).
+NETWORK_TOLERANCE = 1e-4
+
+
+class ExportMismatchError(UserError):
+    """The exported model does not compute what the PyTorch model computes."""
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    format: str
+    with_postprocess: bool
+    dynamic_batch: bool
+    checks: list[str] = field(default_factory=list)
+
+
+def sample_pictures(count: int = 2, seed: int = 0) -> list[Tensor]:
+    """Pictures to check an export with when the user gives none: random pixels, two sizes.
+
+    Random pixels give every default box its own features, so no two candidates share a score: flat
+    regions in a picture make untrained networks give many boxes exactly equal scores, and the order of
+    equal scores (hence which box NMS keeps) is an arbitrary choice of each runtime.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    sizes = [(480, 640), (375, 500)]
+    return [
+        torch.randint(0, 256, (3, *sizes[i % 2]), generator=generator, dtype=torch.uint8)
+        for i in range(count)
+    ]
+
+
+def export_model(
+    model: nn.Module,
+    path: str | Path,
+    format: str = "onnx",
+    with_postprocess: bool = False,
+    dynamic_batch: bool = False,
+    pictures: list[Tensor] | None = None,
+    check: bool = True,
+) -> ExportReport:
+    """Write `model` to `path` in `format`, then check the file against the model; see the module docstring.
+
+    `pictures` (uint8 CHW) are what the check runs on (default: `sample_pictures()`); `check=False` skips
+    it, for callers that compare the outputs themselves.
+    """
+    if format not in FORMATS:
+        raise UserError(f"unknown export format {format!r}; known: {', '.join(FORMATS)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # ONNX and TorchScript graphs carry no memory layout: export the folded model in the default one.
+    prepared = prepare_for_inference(model, channels_last=False)
+    pictures = pictures if pictures is not None else sample_pictures()
+    example = _resized_batch(prepared, pictures[:1])
+    graph_kind = "detections" if with_postprocess else "network"
+    metadata = json.dumps(export_metadata(prepared, graph_kind))
+    if format == "onnx":
+        _export_onnx(prepared, path, example, with_postprocess, dynamic_batch, metadata)
+    else:
+        _export_torchscript(prepared, path, example, with_postprocess, metadata)
+    report = ExportReport(path, format, with_postprocess, dynamic_batch)
+    if check:
+        _check_export(model, prepared, report, pictures)
+    return report
+
+
+def _resized_batch(model: nn.Module, pictures: list[Tensor]) -> Tensor:
+    """The graph's input for `pictures`: the model's preprocessing without the normalisation."""
+    batch, _ = model.preprocess(pictures)
+    return batch * model.preprocess.image_std + model.preprocess.image_mean
+
+
+def _export_onnx(
+    model: nn.Module, path: Path, example: Tensor, with_postprocess: bool, dynamic_batch: bool, metadata: str
+) -> None:
+    import onnx
+
+    graph = (DetectionGraph(model) if with_postprocess else NetworkGraph(model)).eval()
+    outputs = list(GRAPH_OUTPUTS) if with_postprocess else ["cls_logits", "bbox_regression"]
+    dynamic_axes = {name: {0: "batch"} for name in ["images", *outputs]} if dynamic_batch else None
+    with warnings.catch_warnings():
+        # The TorchScript-based exporter is the one that takes a custom operator (NonMaxSuppression)
+        # without onnxscript; it warns that a newer exporter exists, and about traced shapes.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            graph,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=ONNX_OPSET,
+            input_names=["images"],
+            output_names=outputs,
+            dynamic_axes=dynamic_axes,
+            do_constant_folding=True,
+        )
+    onnx_model = onnx.load(str(path))
+    entry = onnx_model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, metadata
+    onnx_model.producer_name = "ssd"
+    onnx.checker.check_model(onnx_model)
+    onnx.save(onnx_model, str(path))
+
+
+def _export_torchscript(
+    model: nn.Module, path: Path, example: Tensor, with_postprocess: bool, metadata: str
+) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript is in maintenance in PyTorch 2.x; it still runs
+        network = torch.jit.trace(NetworkGraph(model).eval(), example, check_trace=False)
+        if with_postprocess:
+            module = torch.jit.script(DetectionGraph(model, network).eval())
+        else:
+            module = torch.jit.freeze(network)  # weights become constants: a faster, smaller graph
+        torch.jit.save(module, str(path), _extra_files={f"{METADATA_KEY}.json": metadata})
+
+
+def _check_export(original: nn.Module, prepared: nn.Module, report: ExportReport, pictures: list[Tensor]):
+    """Run the exported file on `pictures` and compare with the PyTorch model; raise on a mismatch."""
+    predictor = load_predictor(report.path)
+    failures = []
+    if not report.with_postprocess:
+        batch = _resized_batch(prepared, pictures)
+        exported = predictor._run_batched(batch)
+        with torch.inference_mode():
+            expected = original.head_outputs(original.preprocess(pictures)[0])
+        for name, ours, theirs in zip(("cls_logits", "bbox_regression"), expected, exported, strict=True):
+            error = float((ours - theirs).abs().max())
+            scale = max(1.0, float(ours.abs().max()))
+            line = f"{name}: max abs difference {error:.3g} (tolerance {NETWORK_TOLERANCE * scale:.3g})"
+            report.checks.append(line)
+            if not error <= NETWORK_TOLERANCE * scale:
+                failures.append(line)
+    expected_detections = original.predict(pictures)
+    exported_detections = predictor.predict(pictures)
+    for index, (ours, theirs) in enumerate(zip(expected_detections, exported_detections, strict=True)):
+        agreement = compare_detections(theirs, ours)
+        line = f"sample {index}: {agreement.describe()}"
+        report.checks.append(line)
+        if not agreement.ok:
+            failures.append(line)
+    batch_size = len(pictures) if predictor.fixed_batch_size is None else predictor.fixed_batch_size
+    report.checks.append(f"checked {len(pictures)} pictures at batch size {batch_size} against PyTorch")
+    if failures:
+        raise ExportMismatchError(
+            f"{report.path}: the exported model does not match PyTorch: " + "; ".join(failures)
+        )

@@ -1,0 +1,235 @@
+"""Running an exported model (ONNX with onnxruntime, or TorchScript) like `model.predict`.
+
+An exported file carries a small description of the model (architecture config, classes, feature-map
+sizes, and whether post-processing is in the graph). The predictor resizes pictures with the same code as the
+model (`Preprocess`), runs the graph, and either reads the detections from it or, for a network-only export,
+decodes them with our `PostProcessor`. Either way it returns `model.predict`'s detections: one dict per
+picture with `result_boxes` (original pixels), `result_labels`, `result_scores` and `result_confs`.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ssd.boxes import BoxCoder
+from ssd.config import SSDConfig
+from ssd.errors import UserError
+from ssd.models.preprocess import Preprocess
+from ssd.postprocess import Detections, PostProcessor
+
+EXPORT_FORMAT = "ssd-export"
+METADATA_KEY = "ssd"  # ONNX metadata_props key, and the TorchScript extra file's name (ssd.json)
+
+
+def export_metadata(model: torch.nn.Module, graph: str) -> dict[str, Any]:
+    """What a predictor needs besides the graph: written into every exported file."""
+    return {
+        "format": EXPORT_FORMAT,
+        "version": 1,
+        "graph": graph,  # "network" (raw header outputs) or "detections" (post-processing inside)
+        "arch": model.config.arch,
+        "config": model.config.to_dict(),
+        "num_classes": model.num_classes,
+        "class_names": list(model.class_names) if model.class_names is not None else None,
+        "feature_sizes": [list(size) for size in model.feature_sizes],
+    }
+
+
+def detections_from_graph(
+    outputs: Sequence[Tensor],
+    input_size: tuple[int, int],
+    original_sizes: Sequence[tuple[int, int]],
+) -> list[Detections]:
+    """`DetectionGraph`'s padded outputs -> one detections dict per picture, boxes in original pixels."""
+    boxes, scores, labels, confs, counts = (torch.as_tensor(o) for o in outputs)
+    input_h, input_w = input_size
+    results = []
+    for index, (orig_h, orig_w) in enumerate(original_sizes):
+        n = int(counts[index])
+        scale = torch.tensor(
+            [orig_w / input_w, orig_h / input_h, orig_w / input_w, orig_h / input_h], dtype=torch.float32
+        )
+        results.append(
+            {
+                "result_boxes": boxes[index, :n].float() * scale,
+                "result_labels": labels[index, :n].long(),
+                "result_scores": scores[index, :n].float(),
+                "result_confs": confs[index, :n].float(),
+            }
+        )
+    return results
+
+
+class ExportedPredictor:
+    """Base of the ONNX and TorchScript predictors: preprocessing, post-processing, the model's metadata."""
+
+    backend = ""
+
+    def __init__(self, path: Path, metadata: dict[str, Any], batch_size: int | None):
+        if metadata.get("format") != EXPORT_FORMAT:
+            raise UserError(f"{path}: not a model exported by `ssd export` (no ssd metadata in it)")
+        self.path = path
+        self.metadata = metadata
+        self.graph = metadata["graph"]
+        self.config = SSDConfig.from_dict(metadata["config"])
+        self.arch = self.config.arch
+        self.num_classes = int(metadata["num_classes"])
+        self.class_names = metadata.get("class_names")
+        self.fixed_batch_size = batch_size  # None: any batch size
+        # Mean 0 and std 1: the graph normalises, so the predictor only resizes (with the model's own code).
+        self.preprocess = Preprocess(self.config.input_size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+        self.postprocessor = PostProcessor(
+            self.config.score_threshold,
+            self.config.nms_threshold,
+            self.config.detections_per_image,
+            self.config.topk_candidates,
+            BoxCoder(self.config.variances),
+        )
+        self._anchors: Tensor | None = None
+
+    @property
+    def anchors(self) -> Tensor:
+        if self._anchors is None:
+            from ssd.anchors import default_boxes_xyxy
+
+            config = self.config
+            self._anchors = default_boxes_xyxy(
+                [tuple(s) for s in self.metadata["feature_sizes"]],
+                config.input_size,
+                config.scales,
+                config.aspect_ratios,
+                config.steps,
+                config.clip_default_boxes,
+            )
+        return self._anchors
+
+    def run_graph(self, batch: Tensor) -> list[Tensor]:
+        raise NotImplementedError
+
+    def _run_batched(self, batch: Tensor) -> list[Tensor]:
+        if self.fixed_batch_size is None or len(batch) == self.fixed_batch_size:
+            return self.run_graph(batch)
+        # A graph exported without --dynamic-batch takes its own batch size only: run in pieces.
+        parts = [
+            self.run_graph(batch[i : i + self.fixed_batch_size])
+            for i in range(0, len(batch), self.fixed_batch_size)
+        ]
+        return [torch.cat(outputs) for outputs in zip(*parts, strict=True)]
+
+    @torch.inference_mode()
+    def predict(self, images: Tensor | Sequence[Any]) -> list[Detections]:
+        """Detections for a list of pictures of any size (or one picture), like `SSD.predict`."""
+        if isinstance(images, Tensor) and images.ndim == 3 or not isinstance(images, (list, tuple, Tensor)):
+            images = [images]
+        batch, original_sizes = self.preprocess(images)
+        if len(batch) == 0:
+            return []
+        outputs = self._run_batched(batch)
+        if self.graph == "detections":
+            return detections_from_graph(outputs, self.config.input_size, original_sizes)
+        cls_logits, bbox_regression = outputs
+        return self.postprocessor(
+            cls_logits, bbox_regression, self.anchors, self.config.input_size, original_sizes
+        )
+
+
+class OnnxPredictor(ExportedPredictor):
+    """An exported ONNX file run with onnxruntime on the CPU."""
+
+    backend = "onnx"
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        try:
+            import onnxruntime
+        except ImportError as error:
+            raise UserError("running an ONNX model needs onnxruntime: pip install onnxruntime") from error
+        from ssd.inference import default_threads
+
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"{path}: no such ONNX file")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or default_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as error:  # onnxruntime raises its own exception types for a bad file
+            raise UserError(f"{path}: onnxruntime cannot load it ({error})") from error
+        meta = self.session.get_modelmeta().custom_metadata_map
+        try:
+            metadata = json.loads(meta.get(METADATA_KEY, "{}"))
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path}: its ssd metadata is not valid JSON ({error})") from error
+        batch_dim = self.session.get_inputs()[0].shape[0]
+        super().__init__(path, metadata, batch_dim if isinstance(batch_dim, int) else None)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run_graph(self, batch: Tensor) -> list[Tensor]:
+        outputs = self.session.run(None, {self.input_name: np.ascontiguousarray(batch.numpy())})
+        return [torch.from_numpy(o) for o in outputs]
+
+
+class TorchScriptPredictor(ExportedPredictor):
+    """An exported TorchScript file run with `torch.jit.load`."""
+
+    backend = "torchscript"
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        from ssd.inference import set_inference_threads
+
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"{path}: no such TorchScript file")
+        extra = {f"{METADATA_KEY}.json": ""}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is in maintenance; it runs
+                self.module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        except Exception as error:  # torch.jit raises RuntimeError and others for a foreign file
+            raise UserError(f"{path}: not a TorchScript file ({error})") from error
+        try:
+            metadata = json.loads(extra[f"{METADATA_KEY}.json"] or "{}")
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path}: its ssd metadata is not valid JSON ({error})") from error
+        if threads:
+            set_inference_threads(threads)
+        super().__init__(path, metadata, None)
+
+    def run_graph(self, batch: Tensor) -> list[Tensor]:
+        return list(self.module(batch))
+
+
+def is_exported_model(path: str | Path) -> bool:
+    """An ONNX file (by extension), or a TorchScript archive written by `ssd export` (holding ssd.json)."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        return True
+    return _is_torchscript_export(path)
+
+
+def _is_torchscript_export(path: Path) -> bool:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith(f"extra/{METADATA_KEY}.json") for name in archive.namelist())
+
+
+def load_predictor(path: str | Path, threads: int | None = None) -> ExportedPredictor:
+    """The predictor for an exported file: TorchScript if it is one of ours, otherwise ONNX."""
+    path = Path(path)
+    if path.is_file() and _is_torchscript_export(path):
+        return TorchScriptPredictor(path, threads)
+    return OnnxPredictor(path, threads)

@@ -1,0 +1,110 @@
+"""The inference speed-ups keep results: BatchNorm folding, the IoU kernel, the pruned post-processing."""
+
+import pytest
+import torch
+from conftest import FIXTURES, shared_path
+from test_postprocess import ANCHORS, naive_postprocess
+
+import ssd
+from ssd.boxes import box_iou
+from ssd.inference import (
+    find_conv_batchnorm_pairs,
+    fold_batchnorm_into_conv,
+    fuse_batchnorm,
+    prepare_for_inference,
+)
+from ssd.nms import iou_above
+from ssd.postprocess import PostProcessor
+
+
+def randomise_batchnorm(model: torch.nn.Module) -> None:
+    generator = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            n = module.num_features
+            module.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
+            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.randn(n, generator=generator) * 0.1)
+
+
+def test_folding_one_layer_is_exact_in_eval_mode():
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    bn = torch.nn.BatchNorm2d(8)
+    randomise_batchnorm(bn)
+    bn.eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(fold_batchnorm_into_conv(conv, bn)(x), bn(conv(x)), atol=1e-5)
+
+
+@pytest.mark.parametrize("arch,size", [("mobilenetv3_ssd", 320), ("resnet50_ssd300", 300)])
+def test_fused_model_computes_the_same_outputs(arch, size):
+    model = ssd.build_model(arch, num_classes=5).eval()
+    randomise_batchnorm(model)
+    count = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    fused = fuse_batchnorm(model)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules()) == 0
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == count  # original untouched
+    batch = torch.randn(1, 3, size, size)
+    with torch.no_grad():
+        for ours, theirs in zip(model.head_outputs(batch), fused.head_outputs(batch), strict=True):
+            assert (ours - theirs).abs().max() <= 1e-4 * max(1.0, float(ours.abs().max()))
+
+
+def test_pairs_are_found_through_the_data_flow_not_names():
+    class Odd(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first = torch.nn.Conv2d(3, 4, 1)
+            self.norm_of_second = torch.nn.BatchNorm2d(4)
+            self.second = torch.nn.Conv2d(4, 4, 1)
+            self.norm_of_first = torch.nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.norm_of_second(self.second(self.norm_of_first(self.first(x))))
+
+    pairs = find_conv_batchnorm_pairs(Odd(), torch.zeros(1, 3, 4, 4))
+    assert sorted(pairs) == [("first", "norm_of_first"), ("second", "norm_of_second")]
+
+
+@pytest.mark.parametrize(
+    "file_name,arch,num_classes",
+    [("ssdlite320_mobilenet_v3_large.pt", "mobilenetv3_ssd", 91), ("ssd300_vgg16.pt", "vgg16_ssd300", 21)],
+)
+def test_prepared_fixture_model_keeps_torchvision_parity(file_name, arch, num_classes):
+    """Folded BatchNorm and channels-last: still torchvision's numbers."""
+    path = shared_path(FIXTURES / file_name)
+    fixture = torch.load(path, weights_only=True)
+    model = ssd.build_model(arch, num_classes=num_classes)
+    model.load_torchvision(path)
+    prepared = prepare_for_inference(model)
+    with torch.no_grad():
+        cls_logits, bbox_regression = prepared.head_outputs(fixture["preprocessed"])
+    assert (cls_logits - fixture["cls_logits"]).abs().max() < 1e-4
+    assert (bbox_regression - fixture["bbox_regression"]).abs().max() < 1e-4
+
+
+def test_iou_kernel_equals_box_iou_exactly():
+    generator = torch.Generator().manual_seed(0)
+    corner = torch.rand(3, 50, 2, generator=generator) * 100
+    boxes = torch.cat((corner, corner + torch.rand(3, 50, 2, generator=generator) * 40), dim=-1)
+    boxes[0, :5, 2:] = boxes[0, :5, :2]  # degenerate boxes too
+    for threshold in (0.1, 0.45, 0.7):
+        assert torch.equal(iou_above(boxes, threshold), box_iou(boxes, boxes) > threshold)
+
+
+@pytest.mark.parametrize("detections", [2, 10, 40])
+def test_post_processing_falls_back_exactly_when_the_first_round_keeps_too_few(detections):
+    """Boxes crowded on a few spots: NMS removes most candidates, so the first pruning round is not enough."""
+    generator = torch.Generator().manual_seed(detections)
+    cls_logits = torch.randn(len(ANCHORS), 5, generator=generator) * 3
+    bbox_regression = torch.randn(len(ANCHORS), 4, generator=generator) * 0.05
+    crowded = ANCHORS.clone()
+    crowded[:] = ANCHORS[torch.randint(0, 3, (len(ANCHORS),), generator=generator)]
+    post = PostProcessor(0.01, 0.5, detections, 30)
+    (result,) = post(cls_logits[None], bbox_regression[None], crowded, (128, 128))
+    boxes, scores, labels = naive_postprocess(cls_logits, bbox_regression, crowded, 0.01, 0.5, detections, 30)
+    assert torch.equal(result["result_labels"], labels)
+    assert torch.allclose(result["result_scores"], scores)
+    assert torch.allclose(result["result_boxes"], boxes, atol=1e-5)
