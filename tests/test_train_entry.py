@@ -51,3 +51,10 @@ def test_train_ssd_py_with_the_exact_flags_writes_a_usable_checkpoint(tmp_path, 
     )  # fmt: skip
     assert exit_code == 0
     assert "AP" in capsys.readouterr().out
+
+    exit_code = ssd_main(
+        ["detect", str(tmp_path / "dataset_coco" / "val"), "--weights", str(tmp_path / "ssd.pt"),
+         "--out", str(tmp_path / "detections"), "--score", "0.0"]
+    )  # fmt: skip
+    assert exit_code == 0
+    assert any((tmp_path / "detections").rglob("*.json"))
