@@ -139,6 +139,7 @@ def test_fitted_scales_span_the_boxes():
     assert len(scales) == 7 and list(scales) == sorted(scales)
     assert scales[0] <= 0.11 and 0.5 <= scales[5] <= 0.6
     assert fit_scales(targets, 6, zoom_out=True)[0] < scales[0]
+    assert fit_scales(targets, 6, first_map_cells=10)[0] == pytest.approx(0.2)  # two cells of a 10x10 map
     assert parse_scales("0.1,0.2,0.3", 2) == (0.1, 0.2, 0.3)
     with pytest.raises(UserError, match="needs 3 scales"):
         parse_scales("0.1,0.2", 2)

@@ -29,8 +29,16 @@ def box_relative_sizes(targets: Sequence[dict]) -> torch.Tensor:
     return torch.cat(sizes) if sizes else torch.zeros(0)
 
 
-def fit_scales(targets: Sequence[dict], num_maps: int, zoom_out: bool = False) -> tuple[float, ...]:
-    """`num_maps + 1` scales (the last is the extra s_{m+1} of the largest map's second square box)."""
+def fit_scales(
+    targets: Sequence[dict], num_maps: int, zoom_out: bool = False, first_map_cells: int | None = None
+) -> tuple[float, ...]:
+    """`num_maps + 1` scales (the last is the extra s_{m+1} of the largest map's second square box).
+
+    With `first_map_cells` (the first feature map's side), the smallest scale is at least two cells: a
+    default box much smaller than the spacing of the boxes' centres overlaps an object by IoU 0.5 only where
+    the object happens to sit on a centre, and such objects get almost no positives (measured on the
+    synthetic shapes at 160 pixels: scales from 0.064 gave mAP@0.5 0.02 after 3 epochs, the default
+    0.2..0.95 gave 0.44)."""
     sizes = box_relative_sizes(targets)
     if len(sizes) == 0:
         raise UserError("cannot fit default-box scales: the training split has no boxes")
@@ -38,7 +46,7 @@ def fit_scales(targets: Sequence[dict], num_maps: int, zoom_out: bool = False) -
     high = float(torch.quantile(sizes, 0.99))
     if zoom_out:
         low /= 2  # zoom-out shrinks pictures by up to 4x (by 2.5x on average when it applies)
-    low = min(max(low, 0.04), 0.5)
+    low = min(max(low, 0.04, 2.0 / first_map_cells if first_map_cells else 0.0), 0.5)
     high = min(max(high * 1.1, low * 2), 0.95)
     if num_maps == 1:
         return (low, high)

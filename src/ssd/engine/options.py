@@ -146,7 +146,6 @@ SYNTHETIC_RECIPE: dict[str, Any] = {
     "synthetic_train": 800,
     "synthetic_val": 96,
     "synthetic_image_size": 160,
-    "anchor_scales": "auto",
     "optimizer": "adamw",
     "lr": 0.003,
     "weight_decay": 0.0005,

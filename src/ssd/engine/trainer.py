@@ -240,7 +240,11 @@ class Trainer:
             from ssd.engine.anchor_fit import fit_scales, parse_scales
 
             if options.anchor_scales == "auto":
-                scales = fit_scales(self.train_set.targets, config.num_feature_maps, options.augment == "ssd")
+                # The first feature map's side, from a dry run of the architecture at this input size.
+                cells = min(build_model(options.arch, num_classes=2, config=config).feature_sizes[0])
+                scales = fit_scales(
+                    self.train_set.targets, config.num_feature_maps, options.augment == "ssd", cells
+                )
             else:
                 scales = parse_scales(options.anchor_scales, config.num_feature_maps)
             config = config.replace(scales=scales)
