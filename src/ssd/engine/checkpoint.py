@@ -140,3 +140,69 @@ def _class_count_of_torchvision_checkpoint(
     if outputs % per_location:
         raise UserError(f"{path}: its classification head does not fit {arch}")
     return outputs // per_location
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random generator training draws from, as plain types and tensors (loads with weights_only)."""
+    import random
+
+    import numpy as np
+
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": _to_plain(random.getstate()),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    random.setstate(_to_tuple(state["python"]))
+    saved = state["numpy"]
+    keys = saved["keys"].numpy().astype(np.uint32)
+    np.random.set_state((saved["kind"], keys, saved["position"], saved["has_gauss"], saved["cached"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_plain(value: Any) -> Any:
+    return [_to_plain(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def _to_tuple(value: Any) -> Any:
+    return tuple(_to_tuple(v) for v in value) if isinstance(value, list) else value
+
+
+def load_weights_for_finetuning(model: torch.nn.Module, path: str | Path) -> list[str]:
+    """Start `model` from a weights file: one of our checkpoints, a torchvision SSD checkpoint or an ImageNet
+    backbone file. Classification headers trained for another number of classes stay freshly initialised;
+    anything else that does not fit is an error listing every difference. Returns notes for the user."""
+    from ssd.interop.torchvision import load_mapped_weights
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such weights file")
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise UserError(f"{path}: not a readable weights file ({type(error).__name__}: {error})") from error
+    if not is_ssd_checkpoint(content):
+        return model.load_torchvision(path)
+    if content["arch"] != model.config.arch:
+        raise UserError(f"{path}: a {content['arch']} checkpoint cannot start a {model.config.arch} model")
+    weights = content.get("ema") if content.get("ema") is not None else content["model"]
+    return load_mapped_weights(model, dict(weights), [], path, "all")

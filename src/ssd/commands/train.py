@@ -1,0 +1,143 @@
+"""`ssd train`: train a detector on a dataset; with no arguments, mobilenetv3_ssd on the synthetic shapes."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "train a detector (no arguments: mobilenetv3_ssd on built-in synthetic data, a few minutes on a CPU)"
+
+
+def _flag(parser, name: str, kind=str, help: str = "", **extra) -> None:
+    # Every default is None: only what a user types overrides the YAML file and the recipe (see options.py).
+    parser.add_argument(name, type=kind, default=None, help=help, **extra)
+
+
+def _switch(parser, name: str, help: str) -> None:
+    parser.add_argument(name, action=argparse.BooleanOptionalAction, default=None, help=help)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("model and data")
+    _flag(data, "--arch", help="architecture (default: mobilenetv3_ssd; see `ssd info`)")
+    _flag(data, "--datapath", help="dataset folder (COCO, VOC, YOLO), a COCO JSON, or 'synthetic' (default)")
+    _flag(data, "--train-split", help="split to train on (default: train, else trainval)")
+    _flag(
+        data,
+        "--val-split",
+        help="split evaluated after each epoch (default: val, else valid, else test; 'none': off)",
+    )
+    _flag(data, "--num-classes", int, "classes INCLUDING the background (default: the dataset's count + 1)")
+    _flag(data, "--input-size", int, "square input size in pixels (default: the architecture's)")
+    _flag(
+        data,
+        "--anchor-scales",
+        help="default-box scales: 'default', 'auto' (fitted to the boxes) or 's1,...,s(m+1)'",
+    )
+    _flag(data, "--augment", help="augmentation preset: ssd (default), ssdlite or none")
+    _flag(data, "--synthetic-train", int, "pictures in the synthetic train split")
+    _flag(data, "--synthetic-val", int, "pictures in the synthetic val split")
+    _flag(data, "--synthetic-image-size", int, "side of the synthetic pictures")
+    _switch(data, "--strict-data", "stop on any problem in the data instead of skipping it with a warning")
+
+    schedule = parser.add_argument_group("optimisation")
+    _flag(schedule, "--epochs", int, "epochs (default: 80; synthetic: 12)")
+    _flag(schedule, "--batch-size", int, "pictures per step and process (default: 16)")
+    _flag(schedule, "--lr", float, "learning rate for --lr-batch pictures (default: 0.01)")
+    _flag(
+        schedule,
+        "--lr-batch",
+        int,
+        "global batch the lr is meant for; scaled linearly (default: --batch-size)",
+    )
+    _flag(schedule, "--optimizer", help="sgd (momentum, default) or adamw")
+    _flag(schedule, "--momentum", float, "SGD momentum / AdamW beta1 (default: 0.9)")
+    _flag(schedule, "--weight-decay", float, "never on BatchNorm or biases (default: 4e-5 SGD, 0.05 AdamW)")
+    _flag(schedule, "--scheduler", help="cosine (default) or multistep, after the warm-up")
+    _flag(
+        schedule,
+        "--milestones",
+        help="multistep epochs, or fractions of the run, comma-separated (default: 0.67,0.89)",
+    )
+    _flag(schedule, "--gamma", float, "multistep factor (default: 0.1)")
+    _flag(
+        schedule, "--warmup-epochs", float, "linear warm-up length in epochs, may be fractional (default: 1)"
+    )
+    _flag(schedule, "--warmup-factor", float, "lr multiplier at the first step (default: 0.001)")
+    _flag(schedule, "--min-lr-ratio", float, "cosine ends at lr times this (default: 0)")
+    _flag(schedule, "--clip-grad", float, "max gradient norm, 0: off (default: 10)")
+    _switch(schedule, "--ema", "keep an exponential moving average of the weights; evaluate and ship it")
+    _flag(schedule, "--ema-decay", float, "EMA decay (default: 0.9998)")
+    _flag(
+        schedule,
+        "--precise-bn",
+        int,
+        "training batches that recompute BatchNorm statistics before each evaluation (default: 0; synthetic: 8)",
+    )
+
+    loss = parser.add_argument_group("loss")
+    _flag(loss, "--matcher", help="iou (SSD's, default) or hungarian (one default box per object)")
+    _flag(loss, "--iou-threshold", float, "IoU from which a default box matches an object (default: 0.5)")
+    _flag(loss, "--loc-loss", help="smooth_l1 (default), l1 or giou")
+    _flag(loss, "--loc-weight", float, "weight of the localisation loss (default: 1)")
+    _flag(loss, "--neg-pos-ratio", float, "hard negatives per positive (default: 3)")
+
+    tune = parser.add_argument_group("fine-tuning and resuming")
+    _flag(
+        tune,
+        "--weights",
+        help="start from our checkpoint, a torchvision SSD checkpoint or an ImageNet backbone file",
+    )
+    _flag(tune, "--freeze-backbone", int, "epochs during which the backbone does not learn (default: 0)")
+    _flag(tune, "--resume", help="continue a run from its checkpoint (runs/<name>/last.pt or the run folder)")
+
+    machine = parser.add_argument_group("machine and outputs")
+    _flag(machine, "--device", help="auto (default: CUDA when present), cpu, cuda, cuda:N or mps")
+    _switch(machine, "--amp", "mixed precision (default: on for CUDA; CUDA only)")
+    _switch(machine, "--channels-last", "channels-last memory format (default: on for CUDA)")
+    _switch(machine, "--sync-bn", "BatchNorm statistics over all processes under torchrun")
+    _flag(machine, "--workers", int, "data-loading processes (default: 0 on a CPU, up to 8 on a GPU)")
+    _flag(machine, "--seed", int, "random seed (default: 0)")
+    _flag(machine, "--eval-every", int, "evaluate every N epochs (and after the last; default: 1)")
+    _flag(machine, "--eval-batch-size", int, "pictures per evaluation forward pass (default: 8)")
+    _flag(machine, "--max-bad-steps", int, "non-finite losses in a row before stopping (default: 5)")
+    _flag(
+        machine,
+        "--val-pictures",
+        int,
+        "validation pictures drawn with predictions per evaluation (default: 4)",
+    )
+    _switch(machine, "--tensorboard", "TensorBoard logs (default: when tensorboard is installed)")
+    _flag(machine, "--project", help="folder of runs (default: runs)")
+    _flag(machine, "--name", help="run name: outputs go to <project>/<name>/ (default: <arch>_<dataset>)")
+    _flag(machine, "--save", help="also write the final checkpoint here")
+    _flag(machine, "--config", help="YAML file of options (keys as the flags); flags typed here win")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from ssd.engine.options import TrainOptions, resolve_options
+    from ssd.engine.trainer import Trainer
+
+    given = {
+        k: v
+        for k, v in vars(args).items()
+        if not k.startswith("_") and k not in ("command", "config", "quiet")
+    }
+    if args.resume is not None:
+        if args.config is not None:
+            from ssd.errors import UserError
+
+            raise UserError(
+                "--resume continues a run with the options it was started with; --config cannot change them"
+            )
+        # A resumed run keeps its stored options; the trainer checks which of these few may change.
+        changes = {k: v for k, v in given.items() if v is not None and k != "resume"}
+        trainer = Trainer(
+            TrainOptions(resume=args.resume), list(sys.argv), progress=not args.quiet, resume_changes=changes
+        )
+    else:
+        trainer = Trainer(resolve_options(given, args.config), list(sys.argv), progress=not args.quiet)
+    trainer.fit()
+    return 0

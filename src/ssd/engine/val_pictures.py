@@ -1,0 +1,67 @@
+"""A few validation pictures with the model's boxes drawn on them, to see what the numbers mean."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+_PALETTE = [
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (170, 110, 40),
+]
+
+
+def draw_predictions(
+    images: Sequence[torch.Tensor],
+    detections: Sequence[dict],
+    targets: Sequence[dict],
+    class_names: Sequence[str],
+    path: str | Path,
+    score_threshold: float = 0.3,
+    tile: int = 320,
+) -> Path:
+    """One row of tiles: each picture with its ground truth in white and its detections (score >=
+    `score_threshold`) in their class's colour, labelled with name and score."""
+    tiles = []
+    for image, detection, target in zip(images, detections, targets, strict=True):
+        picture = Image.fromarray(image.permute(1, 2, 0).cpu().numpy().astype(np.uint8))
+        scale = tile / max(picture.size)
+        picture = picture.resize(
+            (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
+        )
+        canvas = Image.new("RGB", (tile, tile), (32, 32, 32))
+        canvas.paste(picture, (0, 0))
+        draw = ImageDraw.Draw(canvas)
+        for box in np.asarray(target["boxes"], dtype=np.float64).reshape(-1, 4):
+            draw.rectangle(list(box * scale), outline=(255, 255, 255), width=1)
+        boxes = np.asarray(detection["boxes"], dtype=np.float64).reshape(-1, 4)
+        for box, label, score in zip(boxes, detection["labels"], detection["scores"], strict=True):
+            if score < score_threshold:
+                continue
+            colour = _PALETTE[(int(label) - 1) % len(_PALETTE)]
+            x1, y1, x2, y2 = (box * scale).tolist()
+            draw.rectangle([x1, y1, x2, y2], outline=colour, width=2)
+            name = class_names[int(label) - 1] if 0 < int(label) <= len(class_names) else str(int(label))
+            draw.text((x1 + 2, max(0, y1 - 11)), f"{name} {score:.2f}", fill=colour)
+        tiles.append(canvas)
+    grid = Image.new("RGB", (tile * max(1, len(tiles)), tile), (0, 0, 0))
+    for index, canvas in enumerate(tiles):
+        grid.paste(canvas, (index * tile, 0))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path, quality=90)
+    return path

@@ -1,0 +1,168 @@
+"""Training options, optimizer groups, the lr schedule, EMA, the sharded sampler and fitted scales."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ssd.data.loader import SeededSampler
+from ssd.engine.anchor_fit import fit_scales, parse_scales
+from ssd.engine.distributed import DistributedBatchNorm2d, ShardedBatchSampler
+from ssd.engine.ema import ModelEMA
+from ssd.engine.optim import lr_factor_function, parameter_groups, scaled_lr
+from ssd.engine.options import SYNTHETIC_RECIPE, TrainOptions, resolve_options
+from ssd.errors import UserError
+
+
+def test_flags_override_yaml_which_overrides_the_synthetic_recipe(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("epochs: 7\nbatch-size: 3\nlr: 0.5\nmilestones: [2, 4]\n")
+    options = resolve_options({"lr": 0.02, "batch_size": None}, config)
+    assert options.epochs == 7 and options.batch_size == 3  # YAML over the recipe
+    assert options.lr == 0.02  # the flag over YAML
+    assert options.milestones == (2.0, 4.0)
+    assert options.input_size == SYNTHETIC_RECIPE["input_size"]  # the recipe where nobody said otherwise
+
+
+def test_the_synthetic_recipe_applies_to_synthetic_data_only(tmp_path):
+    options = resolve_options({"datapath": str(tmp_path)})
+    assert options.epochs == TrainOptions.epochs and options.input_size is None
+
+
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        ({"optimizer": "rmsprop"}, "--optimizer must be one of"),
+        ({"batch_size": 0}, "--batch-size must be at least 1"),
+        ({"lr": -1.0}, "--lr cannot be negative"),
+        ({"bogus": 1}, "unknown option 'bogus'"),
+    ],
+)
+def test_bad_options_are_user_errors(given, message):
+    with pytest.raises(UserError, match=message):
+        resolve_options(given)
+
+
+def test_bad_yaml_names_the_file(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("epochs: [1\n")
+    with pytest.raises(UserError, match="bad.yaml: not valid YAML"):
+        resolve_options({}, config)
+
+
+def test_no_weight_decay_on_batchnorm_and_biases():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1, bias=True))
+    decay, no_decay = parameter_groups(model, 0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert {p.ndim for p in decay["params"]} == {4}
+    assert len(no_decay["params"]) == 4  # conv bias, BN weight and bias, conv bias
+
+
+def test_warmup_then_cosine_and_multistep():
+    options = TrainOptions(epochs=10, warmup_epochs=1, warmup_factor=0.1, min_lr_ratio=0.0)
+    factor = lr_factor_function(options, steps_per_epoch=10)
+    assert factor(0) == pytest.approx(0.1)
+    assert factor(5) == pytest.approx(0.55)
+    assert factor(10) == pytest.approx(1.0)
+    assert factor(55) == pytest.approx(0.5)  # half-way through the cosine
+    assert factor(100) == pytest.approx(0.0, abs=1e-9)
+    multistep = TrainOptions(
+        epochs=10, warmup_epochs=0, scheduler="multistep", milestones=(0.5, 8), gamma=0.1
+    )
+    factor = lr_factor_function(multistep, steps_per_epoch=10)
+    assert [factor(s) for s in (0, 49, 50, 79, 80)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+
+
+def test_linear_lr_scaling_rule():
+    assert scaled_lr(TrainOptions(lr=0.01, batch_size=8), world_size=4) == pytest.approx(0.04)
+    assert scaled_lr(TrainOptions(lr=0.01, batch_size=8, lr_batch=32), world_size=4) == pytest.approx(0.01)
+
+
+def test_ema_follows_the_weights_with_a_ramped_decay():
+    model = nn.Linear(2, 1)
+    ema = ModelEMA(model, decay=0.5)
+    initial = ema.module.weight.clone()
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model)  # the first decay is min(0.5, 1/10) = 0.1
+    assert torch.allclose(ema.module.weight, 0.1 * initial + 0.9)
+    for _ in range(60):
+        ema.update(model)
+    assert torch.allclose(ema.module.weight, torch.ones_like(model.weight), atol=1e-6)
+    assert not ema.module.weight.requires_grad
+
+
+def test_sharded_batches_cover_the_single_process_batches():
+    single = list(ShardedBatchSampler(SeededSampler(12, seed=3), batch_size=4))
+    ranks = [
+        list(ShardedBatchSampler(SeededSampler(12, seed=3), batch_size=2, rank=r, world_size=2))
+        for r in (0, 1)
+    ]
+    assert [len(b) for b in single] == [4, 4, 4]
+    for step, batch in enumerate(single):
+        assert ranks[0][step] + ranks[1][step] == batch  # same pictures, same augmentation seeds
+
+
+def test_a_last_batch_of_one_picture_is_dropped():
+    batches = list(ShardedBatchSampler(SeededSampler(9, seed=0), batch_size=4))
+    assert [len(b) for b in batches] == [4, 4] and len(ShardedBatchSampler(SeededSampler(9), 4)) == 2
+    assert [len(b) for b in ShardedBatchSampler(SeededSampler(1), batch_size=4)] == [1]  # all there is
+
+
+def test_sharding_pads_to_the_world_size():
+    ranks = [
+        list(ShardedBatchSampler(SeededSampler(7, seed=0), batch_size=2, rank=r, world_size=2))
+        for r in (0, 1)
+    ]
+    assert len(ranks[0]) == len(ranks[1]) == 2
+    seen = {index for rank in ranks for batch in rank for index, _ in batch}
+    assert seen == set(range(7))
+
+
+def test_distributed_batchnorm_is_batchnorm_in_one_process():
+    torch.manual_seed(0)
+    plain, ours = nn.BatchNorm2d(3), DistributedBatchNorm2d(3)
+    x = torch.randn(4, 3, 5, 5)
+    assert torch.allclose(plain(x), ours(x))
+    assert torch.allclose(plain.running_var, ours.running_var)
+
+
+def test_fitted_scales_span_the_boxes():
+    targets = [
+        {"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 50.0, 50.0]]), "orig_size": (100, 100)},
+        {"boxes": torch.tensor([[10.0, 10.0, 40.0, 40.0]]), "orig_size": (100, 100)},
+    ]
+    scales = fit_scales(targets, num_maps=6)
+    assert len(scales) == 7 and list(scales) == sorted(scales)
+    assert scales[0] <= 0.11 and 0.5 <= scales[5] <= 0.6
+    assert fit_scales(targets, 6, zoom_out=True)[0] < scales[0]
+    assert fit_scales(targets, 6, first_map_cells=10)[0] == pytest.approx(0.2)  # two cells of a 10x10 map
+    assert parse_scales("0.1,0.2,0.3", 2) == (0.1, 0.2, 0.3)
+    with pytest.raises(UserError, match="needs 3 scales"):
+        parse_scales("0.1,0.2", 2)
+    assert math.isclose(scales[-1], min(1.0, scales[5] + (scales[5] - scales[0]) / 5), rel_tol=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("matcher, loc_loss", [("iou", "smooth_l1"), ("hungarian", "giou")])
+def test_every_matcher_and_localisation_loss_trains(matcher, loc_loss):
+    from ssd import build_model
+    from ssd.engine.trainer import build_loss
+
+    model = build_model("mobilenetv3_ssd", num_classes=3, input_size=128).train()
+    loss = build_loss(model, TrainOptions(matcher=matcher, loc_loss=loc_loss))
+    targets = [
+        {"boxes": torch.tensor([[10.0, 20.0, 60.0, 90.0]]), "labels": torch.tensor([2])},
+        {
+            "boxes": torch.tensor([[50.0, 40.0, 120.0, 100.0], [5.0, 5.0, 30.0, 30.0]]),
+            "labels": torch.tensor([1, 2]),
+        },
+    ]
+    outputs = model(torch.randint(0, 256, (2, 3, 128, 128), dtype=torch.uint8), targets)
+    losses = loss(outputs["cls_logits"], outputs["bbox_regression"], outputs["anchors"], outputs["targets"])
+    assert torch.isfinite(losses["loss"]) and losses["num_positives"] >= 1
+    losses["loss"].backward()
+    assert model.classification_headers[0][1].weight.grad is not None
