@@ -33,6 +33,7 @@ def load_detector(
     num_classes: int | None = None,
     class_names: Sequence[str] | None = None,
     threads: int | None = None,
+    device: torch.device | str = "cpu",
 ):
     """Anything with `predict(images)`, `class_names` and `num_classes` for a weights or exported file."""
     from ssd.inference import prepare_for_inference, set_inference_threads
@@ -49,7 +50,7 @@ def load_detector(
         return detector
     from ssd.engine.checkpoint import load_model
 
-    model = load_model(weights, arch=arch, num_classes=num_classes, class_names=class_names)
+    model = load_model(weights, arch=arch, num_classes=num_classes, class_names=class_names, device=device)
     return prepare_for_inference(model)
 
 
@@ -162,20 +163,24 @@ class DetectionRun:
         writer = None
         frame_index = 0
         batch: list[np.ndarray] = []
-        with tqdm(total=frame_count or None, desc=media.path.name, unit="frame", file=sys.stderr) as progress:
-            for frame in video_frames(capture):
-                batch.append(frame)
-                if len(batch) == self.batch_size:
+        try:
+            with tqdm(
+                total=frame_count or None, desc=media.path.name, unit="frame", file=sys.stderr
+            ) as progress:
+                for frame in video_frames(capture):
+                    batch.append(frame)
+                    if len(batch) == self.batch_size:
+                        writer = self._detect_frames(batch, media, frame_index, fps, writer)
+                        frame_index += len(batch)
+                        progress.update(len(batch))
+                        batch = []
+                if batch:
                     writer = self._detect_frames(batch, media, frame_index, fps, writer)
                     frame_index += len(batch)
                     progress.update(len(batch))
-                    batch = []
-            if batch:
-                writer = self._detect_frames(batch, media, frame_index, fps, writer)
-                frame_index += len(batch)
-                progress.update(len(batch))
-        if writer is not None:
-            writer.release()
+        finally:  # a half-written video is still closed properly
+            if writer is not None:
+                writer.release()
         if frame_index == 0:
             self._skip(media.path, "no frame could be decoded")
 
@@ -247,8 +252,9 @@ class DetectionRun:
         self, boxes, labels, scores, relative: Path, size: tuple[int, int], frame: int | None
     ) -> None:
         height, width = size
+        # Add the suffix to the name rather than `with_suffix`, which would cut "a.1" and "a.2" to "a".
         name = relative.with_suffix("") if frame is None else relative.with_suffix("") / f"{frame:06d}"
-        path = self.out_dir / "labels" / name.with_suffix(".txt")
+        path = self.out_dir / "labels" / name.parent / f"{name.name}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         lines = [
             f"{label - 1} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} "

@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-pictures", action="store_true", help="write only the detections, no annotated pictures"
     )
     parser.add_argument(
+        "--device", default="auto", help="auto (the GPU if torch sees one), cpu, cuda or cuda:N"
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -49,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ssd.detect import DetectionRun, load_detector
+    from ssd.device import choose_device
     from ssd.errors import UserError
 
     if args.batch_size < 1:
@@ -64,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         num_classes=args.num_classes,
         class_names=class_names,
         threads=args.threads,
+        device=choose_device(args.device),
     )
     detection_run = DetectionRun(
         detector,

@@ -20,7 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="folder for the report (default: runs/eval/<weights>_<split>)")
     parser.add_argument("--batch-size", type=int, default=8, help="pictures per forward pass (default: 8)")
     parser.add_argument("--workers", type=int, default=2, help="processes reading pictures (default: 2)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument(
+        "--device", default="auto", help="auto (the GPU if torch sees one), cpu, cuda or cuda:N"
+    )
     parser.add_argument(
         "--coco-backend",
         choices=("pycocotools", "faster-coco-eval"),
@@ -41,9 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import torch
-
     from ssd.data import build_dataset
+    from ssd.device import choose_device
     from ssd.engine.checkpoint import load_model
     from ssd.errors import UserError
     from ssd.evaluation.evaluator import Evaluator
@@ -53,12 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.workers < 0:
         raise UserError(f"--workers cannot be negative, got {args.workers}")
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as error:
-        raise UserError(f"--device {args.device!r} is not a device torch knows") from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for, but torch sees no CUDA GPU")
+    device = choose_device(args.device)
 
     if not Path(args.weights).is_file():
         raise UserError(f"{args.weights}: no such weights file")

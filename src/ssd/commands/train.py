@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _switch(data, "--strict-data", "stop on any problem in the data instead of skipping it with a warning")
 
     schedule = parser.add_argument_group("optimisation")
-    _flag(schedule, "--epochs", int, "epochs (default: 80; synthetic: 12)")
+    _flag(schedule, "--epochs", int, "epochs (default: 80; synthetic: 10)")
     _flag(schedule, "--batch-size", int, "pictures per step and process (default: 16)")
     _flag(schedule, "--lr", float, "learning rate for --lr-batch pictures (default: 0.01)")
     _flag(

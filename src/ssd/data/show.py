@@ -13,21 +13,7 @@ from PIL import Image, ImageDraw
 from ssd.data.dataset import DetectionDataset
 from ssd.data.loader import load_sample
 from ssd.data.transforms import Compose, Resize, SanitizeBoxes
-
-_PALETTE = [
-    (230, 25, 75),
-    (60, 180, 75),
-    (255, 225, 25),
-    (0, 130, 200),
-    (245, 130, 48),
-    (145, 30, 180),
-    (70, 240, 240),
-    (240, 50, 230),
-    (210, 245, 60),
-    (250, 190, 212),
-    (0, 128, 128),
-    (170, 110, 40),
-]
+from ssd.viz import class_colour
 
 
 def draw_boxes(image: torch.Tensor, target: dict, class_names: list[str]) -> Image.Image:
@@ -35,7 +21,7 @@ def draw_boxes(image: torch.Tensor, target: dict, class_names: list[str]) -> Ima
     picture = Image.fromarray(image.permute(1, 2, 0).contiguous().numpy())
     draw = ImageDraw.Draw(picture)
     for box, label in zip(target["boxes"].tolist(), target["labels"].tolist(), strict=True):
-        colour = _PALETTE[(label - 1) % len(_PALETTE)]
+        colour = class_colour(label)
         draw.rectangle(box, outline=colour, width=2)
         draw.text((box[0] + 3, box[1] + 1), class_names[label - 1], fill=colour)
     return picture

@@ -20,6 +20,7 @@ import torch
 
 from ssd.config import SSDConfig
 from ssd.errors import UserError
+from ssd.safe_load import load_pt_file
 
 CHECKPOINT_FORMAT = "ssd-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -61,12 +62,7 @@ def model_checkpoint(model: torch.nn.Module, **extra: Any) -> dict[str, Any]:
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """A file of ours, read safely; a clear error for a missing, corrupt or foreign file."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such checkpoint file")
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # corrupt, truncated, or a pickle that is not plain data
-        raise UserError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from error
+    content = load_pt_file(path, "checkpoint")
     if not is_ssd_checkpoint(content):
         raise UserError(f"{path}: not a checkpoint written by ssd")
     return content
@@ -93,12 +89,7 @@ def load_model(
     from ssd.models.registry import build_model
 
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such weights file")
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise UserError(f"{path}: not a readable weights file ({type(error).__name__}: {error})") from error
+    content = load_pt_file(path)
     if is_ssd_checkpoint(content):
         config = SSDConfig.from_dict(content["config"])
         model = build_model(
@@ -194,12 +185,7 @@ def load_weights_for_finetuning(model: torch.nn.Module, path: str | Path) -> lis
     from ssd.interop.torchvision import load_mapped_weights
 
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such weights file")
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise UserError(f"{path}: not a readable weights file ({type(error).__name__}: {error})") from error
+    content = load_pt_file(path)
     if not is_ssd_checkpoint(content):
         return model.load_torchvision(path)
     if content["arch"] != model.config.arch:

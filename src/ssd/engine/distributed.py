@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import Sampler
 
-from ssd.errors import UserError
+from ssd.device import choose_device
 
 
 @dataclass
@@ -38,28 +38,6 @@ class DistributedContext:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-def choose_device(name: str, local_rank: int = 0) -> torch.device:
-    """`auto`: the GPU when torch sees one, else Apple's MPS, else the CPU; a named device is checked."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise UserError(f"--device {name!r} is not a device torch knows (cpu, cuda, cuda:N, mps)") from error
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {name} was asked for, but torch sees no CUDA GPU")
-        if device.index is None:
-            device = torch.device("cuda", local_rank % torch.cuda.device_count())
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError("--device mps was asked for, but this torch has no MPS support here")
-    return device
 
 
 def setup_distributed(device_name: str) -> DistributedContext:
@@ -83,8 +61,14 @@ def cleanup_distributed(context: DistributedContext) -> None:
 
 
 def all_reduce_sum(tensor: Tensor, context: DistributedContext) -> Tensor:
+    """Sum over processes, in place. NCCL reduces only GPU tensors, so CPU ones travel to the device."""
     if context.enabled:
-        dist.all_reduce(tensor)
+        if tensor.device != context.device:
+            on_device = tensor.to(context.device)
+            dist.all_reduce(on_device)
+            tensor.copy_(on_device)
+        else:
+            dist.all_reduce(tensor)
     return tensor
 
 

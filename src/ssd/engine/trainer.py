@@ -126,9 +126,14 @@ class Trainer:
 
         for epoch in range(self.start_epoch, options.epochs):
             row = self._train_one_epoch(epoch)
-            if self.evaluator is not None and (
+            evaluates = self.val_set is not None and (
                 (epoch + 1) % options.eval_every == 0 or epoch + 1 == options.epochs
-            ):
+            )
+            if evaluates and options.precise_bn > 0:
+                # On every rank, before rank 0 evaluates: synchronised BatchNorm exchanges statistics
+                # between processes, so a recompute on rank 0 alone would wait for the others forever.
+                self._recompute_batchnorm_statistics(self.inference_model(), options.precise_bn)
+            if evaluates and self.evaluator is not None:
                 row.update(self._evaluate(epoch))
             self.history.append(row)
             self._end_of_epoch(epoch, row)
@@ -392,6 +397,7 @@ class Trainer:
     # -- one epoch -------------------------------------------------------------------------------------------
 
     def _set_backbone_frozen(self, frozen: bool) -> None:
+        self._backbone_frozen = frozen
         for parameter in self.model.backbone.parameters():
             parameter.requires_grad_(not frozen)
         # A frozen backbone also keeps its BatchNorm statistics: fine-tuning on a few pictures would skew them.
@@ -538,8 +544,6 @@ class Trainer:
 
     def _evaluate(self, epoch: int) -> dict[str, Any]:
         started = time.perf_counter()
-        if self.options.precise_bn > 0:
-            self._recompute_batchnorm_statistics(self.inference_model(), self.options.precise_bn)
         result = self.evaluator(self.inference_model())
         summary = result.summary()
         row = {
@@ -568,7 +572,13 @@ class Trainer:
         from ssd.data import build_transforms
         from ssd.data.loader import load_sample
 
-        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        # A frozen backbone keeps its statistics (see `_set_backbone_frozen`); only the rest is recomputed.
+        frozen = {id(m) for m in model.backbone.modules()} if self._backbone_frozen else set()
+        norms = [
+            m
+            for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in frozen
+        ]
         if not norms:
             return
         momenta = [m.momentum for m in norms]

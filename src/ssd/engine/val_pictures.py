@@ -9,20 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-_PALETTE = [
-    (230, 25, 75),
-    (60, 180, 75),
-    (255, 225, 25),
-    (0, 130, 200),
-    (245, 130, 48),
-    (145, 30, 180),
-    (70, 240, 240),
-    (240, 50, 230),
-    (210, 245, 60),
-    (250, 190, 212),
-    (0, 128, 128),
-    (170, 110, 40),
-]
+from ssd.viz import class_colour
 
 
 def draw_predictions(
@@ -52,7 +39,7 @@ def draw_predictions(
         for box, label, score in zip(boxes, detection["labels"], detection["scores"], strict=True):
             if score < score_threshold:
                 continue
-            colour = _PALETTE[(int(label) - 1) % len(_PALETTE)]
+            colour = class_colour(int(label))
             x1, y1, x2, y2 = (box * scale).tolist()
             draw.rectangle([x1, y1, x2, y2], outline=colour, width=2)
             name = class_names[int(label) - 1] if 0 < int(label) <= len(class_names) else str(int(label))

@@ -13,11 +13,11 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from ssd.errors import UserError, WeightsMismatchError
 from ssd.models.registry import get_architecture
+from ssd.safe_load import load_pt_file
 
 _CHECKPOINT_CONTAINER_KEYS = ("state_dict", "model", "model_state_dict")
 
@@ -25,14 +25,7 @@ _CHECKPOINT_CONTAINER_KEYS = ("state_dict", "model", "model_state_dict")
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """The tensors of a weights file, unwrapped from a `{'state_dict': ...}`-style container if needed."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such weights file")
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for corrupt or foreign files
-        raise UserError(
-            f"{path}: not a readable PyTorch weights file ({type(error).__name__}: {error})"
-        ) from error
+    content = load_pt_file(path)
     if isinstance(content, Mapping):
         for key in _CHECKPOINT_CONTAINER_KEYS:
             if isinstance(content.get(key), Mapping):

@@ -163,6 +163,28 @@ def build_ssdlite_layers(config: SSDConfig, blocks: list[tuple], extra_widths: l
     return backbone, extras
 
 
+def ssdlite_config(arch: str) -> SSDConfig:
+    """torchvision's SSDLite320 recipe: six maps, scales 0.2-0.95, inputs in [-1, 1], BatchNorm eps 0.001 and
+    momentum 0.03, and its post-processing (score 0.001, NMS 0.55, top-300 per class, 300 detections)."""
+    return SSDConfig(
+        arch=arch,
+        input_size=(320, 320),
+        scales=linear_scales(0.2, 0.95, 6),
+        aspect_ratios=((2.0, 3.0),) * 6,
+        clip_default_boxes=True,
+        image_mean=(0.5, 0.5, 0.5),
+        image_std=(0.5, 0.5, 0.5),
+        head="separable",
+        batchnorm_eps=0.001,
+        batchnorm_momentum=0.03,
+        score_threshold=0.001,
+        nms_threshold=0.55,
+        detections_per_image=300,
+        topk_candidates=300,
+        backbone_options={"reduced_tail": True},
+    )
+
+
 def build_mobilenetv3_ssd_layers(config: SSDConfig) -> tuple[nn.Module, nn.ModuleList]:
     return build_ssdlite_layers(config, LARGE_BLOCKS, [512, 256, 256, 128])
 
@@ -171,23 +193,7 @@ MOBILENETV3_SSD = register_architecture(
     Architecture(
         name="mobilenetv3_ssd",
         description="SSDLite320 on MobileNetV3-Large (torchvision's ssdlite320_mobilenet_v3_large)",
-        config=SSDConfig(
-            arch="mobilenetv3_ssd",
-            input_size=(320, 320),
-            scales=linear_scales(0.2, 0.95, 6),
-            aspect_ratios=((2.0, 3.0),) * 6,
-            clip_default_boxes=True,
-            image_mean=(0.5, 0.5, 0.5),
-            image_std=(0.5, 0.5, 0.5),
-            head="separable",
-            batchnorm_eps=0.001,
-            batchnorm_momentum=0.03,
-            score_threshold=0.001,
-            nms_threshold=0.55,
-            detections_per_image=300,
-            topk_candidates=300,
-            backbone_options={"reduced_tail": True},
-        ),
+        config=ssdlite_config("mobilenetv3_ssd"),
         build_layers=build_mobilenetv3_ssd_layers,
         torchvision_keys=[
             (r"^backbone\.features\.0\.13\.", "backbone.features.13.block.0."),

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from ssd.anchors import linear_scales
 from ssd.config import SSDConfig
-from ssd.models.backbones.mobilenetv3 import build_ssdlite_layers
+from ssd.models.backbones.mobilenetv3 import build_ssdlite_layers, ssdlite_config
 from ssd.models.registry import Architecture, register_architecture
 
 # (in, kernel, expanded, out, squeeze-excite, activation, stride): MobileNetV3-Small's inverted residuals.
@@ -37,23 +36,7 @@ MOBILENETV3_SMALL_SSD = register_architecture(
     Architecture(
         name="mobilenetv3_small_ssd",
         description="SSDLite320 on MobileNetV3-Small",
-        config=SSDConfig(
-            arch="mobilenetv3_small_ssd",
-            input_size=(320, 320),
-            scales=linear_scales(0.2, 0.95, 6),
-            aspect_ratios=((2.0, 3.0),) * 6,
-            clip_default_boxes=True,
-            image_mean=(0.5, 0.5, 0.5),
-            image_std=(0.5, 0.5, 0.5),
-            head="separable",
-            batchnorm_eps=0.001,
-            batchnorm_momentum=0.03,
-            score_threshold=0.001,
-            nms_threshold=0.55,
-            detections_per_image=300,
-            topk_candidates=300,
-            backbone_options={"reduced_tail": True},
-        ),
+        config=ssdlite_config("mobilenetv3_small_ssd"),
         build_layers=build_mobilenetv3_small_ssd_layers,
         imagenet_keys=[(r"^features\.", "backbone.features.")],  # torchvision's mobilenet_v3_small layout
         imagenet_ignore=[r"^classifier\."],
