@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ssd.data.dataset import DetectionDataset, RawBox, Record, Transform, checked_record, picture_size
+from ssd.data.dataset import DetectionDataset, RawBox, Record, Transform, checked_picture_size, checked_record
 from ssd.data.problems import DROPPED_BOX, SKIPPED_ANNOTATION, SKIPPED_PICTURE, ProblemLog
 from ssd.errors import DatasetError
 
@@ -156,20 +156,10 @@ def load_coco(
             problems.add(str(path), f"picture listed in {json_path.name} is missing", SKIPPED_PICTURE)
             continue
         stated = (int(image.get("height") or 0), int(image.get("width") or 0))
-        height, width = stated
-        if verify != "exists" or min(stated) <= 0:
-            try:
-                height, width = picture_size(path, verify)
-            except DatasetError as error:
-                problems.add(str(path), str(error).split(": ", 1)[1], SKIPPED_PICTURE)
-                continue
-            if min(stated) > 0 and stated != (height, width):
-                problems.add(
-                    json_file,
-                    f"image id {image_id} says {stated[1]}x{stated[0]} but {path} is {width}x{height}",
-                    SKIPPED_PICTURE,
-                )
-                continue
+        size = checked_picture_size(path, stated, verify, json_file, f"image id {image_id}", problems)
+        if size is None:
+            continue
+        height, width = size
         records.append(
             checked_record(
                 path, image["file_name"], image_id, height, width, boxes_of[image_id], json_file, problems

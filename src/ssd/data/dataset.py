@@ -278,6 +278,34 @@ def checked_record(
     )
 
 
+def checked_picture_size(
+    path: Path,
+    stated: tuple[int, int],
+    verify: str,
+    annotation_file: str,
+    what: str,
+    problems: ProblemLog,
+) -> tuple[int, int] | None:
+    """The picture's (height, width): as the annotation states it, checked against the file unless `verify`
+    is "exists" (read from the file when the annotation gives none). None, reported as a skipped picture,
+    when the file cannot be read or its size differs from what `what` (e.g. "<size>") states."""
+    if verify == "exists" and min(stated) > 0:
+        return stated
+    try:
+        height, width = picture_size(path, verify)
+    except DatasetError as error:
+        problems.add(str(path), str(error).split(": ", 1)[1], SKIPPED_PICTURE)
+        return None
+    if min(stated) > 0 and stated != (height, width):
+        problems.add(
+            annotation_file,
+            f"{what} says {stated[1]}x{stated[0]} but the picture is {width}x{height} ({path})",
+            SKIPPED_PICTURE,
+        )
+        return None
+    return height, width
+
+
 def numeric_image_ids(names: list[str]) -> list[int]:
     """Integer ids for pictures known by name: the digits of each name when they are unique
     ("BloodImage_00042" -> 42, "2008_000123" -> 2008000123), else positions 1..N; stable and readable."""

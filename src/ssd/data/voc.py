@@ -20,9 +20,9 @@ from ssd.data.dataset import (
     RawBox,
     Record,
     Transform,
+    checked_picture_size,
     checked_record,
     numeric_image_ids,
-    picture_size,
 )
 from ssd.data.problems import DROPPED_BOX, SKIPPED_PICTURE, ProblemLog
 from ssd.errors import DatasetError
@@ -158,20 +158,10 @@ def load_voc(
             stated = (int(float(_text(size, "height") or 0)), int(float(_text(size, "width") or 0)))
         except ValueError:
             stated = (0, 0)
-        height, width = stated
-        if verify != "exists" or min(stated) <= 0:
-            try:
-                height, width = picture_size(path, verify)
-            except DatasetError as error:
-                problems.add(str(path), str(error).split(": ", 1)[1], SKIPPED_PICTURE)
-                continue
-            if min(stated) > 0 and stated != (height, width):
-                problems.add(
-                    xml_file,
-                    f"<size> says {stated[1]}x{stated[0]} but the picture is {width}x{height}",
-                    SKIPPED_PICTURE,
-                )
-                continue
+        size = checked_picture_size(path, stated, verify, xml_file, "<size>", problems)
+        if size is None:
+            continue
+        height, width = size
         raw = _raw_boxes(tree, index_of, xml_file, problems)
         file_name = str(path.relative_to(root / "JPEGImages"))
         records.append(checked_record(path, file_name, numeric_id, height, width, raw, xml_file, problems))
