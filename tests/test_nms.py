@@ -90,3 +90,23 @@ def test_batched_nms_never_suppresses_across_classes():
     scores = torch.tensor([0.9, 0.8, 0.7])
     labels = torch.tensor([1, 2, 1])
     assert batched_nms(boxes, scores, labels, 0.5).tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_cpu_scan_and_device_passes_agree(seed):
+    """The two resolutions of `resolve_greedy_suppression` (bitset scan on a CPU, matrix passes elsewhere)
+    give the same boxes, on padded groups wider than one 64-bit word and with dense overlaps."""
+    from ssd.nms import _fixed_point_passes, _greedy_scan, iou_above
+
+    generator = torch.Generator().manual_seed(seed)
+    groups, width = 5, 150
+    boxes = torch.stack([random_boxes(width, generator, spread=40) for _ in range(groups)])
+    valid = torch.rand(groups, width, generator=generator) < 0.9
+    overlaps = iou_above(boxes, 0.4)
+    scan = _greedy_scan(overlaps, valid)
+    assert torch.equal(scan, _fixed_point_passes(overlaps.triu(diagonal=1) & valid[:, :, None], valid))
+    for group in range(groups):  # and both are the textbook result on the valid boxes (sorted by position)
+        members = valid[group].nonzero()[:, 0]
+        scores = -members.float()  # earlier box = higher score, as the grid is laid out
+        expected = members[reference_nms(boxes[group, members], scores, 0.4)].sort().values
+        assert scan[group].nonzero()[:, 0].tolist() == expected.tolist()

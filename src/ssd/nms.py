@@ -1,17 +1,24 @@
 """Non-maximum suppression that gives exactly the standard greedy result, in vectorised torch.
 
 Greedy NMS visits boxes in decreasing score order and keeps a box unless a box kept before it overlaps it by
-more than the threshold. Written as a loop, that is one Python step per box. Here the same result comes from
-an IoU matrix: with boxes sorted by score, box j is kept iff no *kept* box i < j suppresses it. Starting from
-"everything kept" and re-applying that rule, the first t boxes are final after t passes, and in practice the
-chain of dependencies is short, so a handful of matrix passes resolve hundreds of boxes. Each pass is one
-batched matrix product, and groups (classes) are resolved side by side in one batch.
+more than the threshold. Both resolutions here start from one IoU matrix per group ("which earlier box
+suppresses which later one"), computed for all groups (classes) at once:
+
+- On a GPU, fixed-point passes: box j is kept iff no *kept* box i < j suppresses it. Starting from
+  "everything kept" and re-applying that rule, the first t boxes are final after t passes; each pass is one
+  batched matrix product, so the device never waits for Python per box.
+- On a CPU, the greedy scan itself, on bitsets: each row of the matrix becomes one Python integer, and a
+  kept box removes the later boxes it overlaps with one `|`, a fraction of a microsecond per box. Where
+  the chain of dependencies is long (many overlapping boxes of similar score) the passes need dozens of
+  matrix products: on the inference benchmark's picture, 1,125 candidates in 6 classes took 27 passes,
+  and the scan resolves them in about a third of the time.
 
 Ties in score are broken by index (a stable sort), so the result is deterministic.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -31,13 +38,38 @@ def resolve_greedy_suppression(boxes: Tensor, valid: Tensor, iou_threshold: floa
     """
     if boxes.shape[1] == 0:
         return valid.clone()
+    overlaps = iou_above(boxes, iou_threshold)
+    if boxes.device.type == "cpu":
+        return _greedy_scan(overlaps, valid)
     # Only an earlier (higher-scoring) valid box may suppress a later one: keep the strict upper triangle.
-    suppressors = iou_above(boxes, iou_threshold).triu_(diagonal=1)
+    suppressors = overlaps.triu_(diagonal=1)
     suppressors &= valid[:, :, None]
-    suppressors = suppressors.to(boxes.dtype)
+    return _fixed_point_passes(suppressors, valid)
+
+
+def _greedy_scan(overlaps: Tensor, valid: Tensor) -> Tensor:
+    """The greedy loop on bitsets. `overlaps` `(G, K, K)` bool: IoU above the threshold, both ways."""
+    valid = valid.numpy()
+    rows = np.packbits(overlaps.numpy(), axis=-1, bitorder="little")  # bit j of row i: i and j overlap
+    keep = np.packbits(valid, axis=-1, bitorder="little")
+    for group, group_rows in enumerate(rows):
+        removed = 0
+        for i in np.flatnonzero(valid[group]).tolist():  # padding is never kept and never suppresses
+            if not (removed >> i) & 1:  # box i is kept: it removes every later box it overlaps
+                removed |= int.from_bytes(group_rows[i].tobytes(), "little") >> (i + 1) << (i + 1)
+        kept = int.from_bytes(keep[group].tobytes(), "little") & ~removed
+        keep[group] = np.frombuffer(kept.to_bytes(keep.shape[1], "little"), dtype=np.uint8)
+    return torch.from_numpy(
+        np.unpackbits(keep, axis=-1, count=valid.shape[1], bitorder="little").view(np.bool_)
+    )
+
+
+def _fixed_point_passes(suppressors: Tensor, valid: Tensor) -> Tensor:
+    """The greedy result as the fixed point of "kept iff no kept earlier box suppresses it"."""
+    suppressors = suppressors.float()
     keep = valid.clone()
     while True:
-        suppressed = torch.bmm(keep.to(boxes.dtype)[:, None, :], suppressors)[:, 0] > 0
+        suppressed = torch.bmm(keep.float()[:, None, :], suppressors)[:, 0] > 0
         new_keep = valid & ~suppressed
         if torch.equal(new_keep, keep):
             return keep

@@ -160,6 +160,10 @@ class OnnxPredictor(ExportedPredictor):
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # onnxruntime's threads spin-wait after each run by default, taking the cores that the resize and
+        # the post-processing (PyTorch) need next. Measured on 2 cores: 26.6 ms per picture spinning, 17.0
+        # ms not (the network alone gets 1 ms slower).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = onnxruntime.InferenceSession(
                 str(path), options, providers=["CPUExecutionProvider"]

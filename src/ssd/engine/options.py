@@ -67,7 +67,7 @@ class TrainOptions:
     # machinery
     device: str = "auto"
     amp: bool | None = None  # None: on for CUDA
-    channels_last: bool | None = None  # None: on for CUDA
+    channels_last: bool | None = None  # None: on for CUDA, and on a CPU where the architecture says
     sync_bn: bool = False
     workers: int | None = None  # None: 0 on a CPU (loading is cheap next to a CPU step), else up to 8
     seed: int = 0

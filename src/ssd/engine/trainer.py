@@ -285,7 +285,12 @@ class Trainer:
         self.amp = options.amp if options.amp is not None else cuda
         if self.amp and not cuda:
             raise UserError("--amp needs a CUDA device; this run is on " + str(device))
-        self.channels_last = options.channels_last if options.channels_last is not None else cuda
+        if options.channels_last is not None:
+            self.channels_last = options.channels_last
+        else:
+            from ssd.models.registry import get_architecture
+
+            self.channels_last = cuda or get_architecture(self.model.config.arch).cpu_channels_last
 
         model = self.model.to(device)
         if self.channels_last:
