@@ -166,3 +166,12 @@ def test_every_matcher_and_localisation_loss_trains(matcher, loc_loss):
     assert torch.isfinite(losses["loss"]) and losses["num_positives"] >= 1
     losses["loss"].backward()
     assert model.classification_headers[0][1].weight.grad is not None
+
+
+def test_augmentation_defaults_to_the_architectures_recipe():
+    """torchvision's reference recipes: IoU crop + flip for SSDLite, the SSD paper's pipeline for SSD300."""
+    assert resolve_options({"arch": "mobilenetv3_ssd", "datapath": "data"}).augment == "ssdlite"
+    assert resolve_options({"arch": "vgg16_ssd300", "datapath": "data"}).augment == "ssd"
+    assert resolve_options({"arch": "mobilenetv3_ssd", "datapath": "data", "augment": "ssd"}).augment == "ssd"
+    with pytest.raises(UserError, match="unknown architecture"):
+        resolve_options({"arch": "no_such_arch", "datapath": "data"})

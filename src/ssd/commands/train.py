@@ -33,7 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--anchor-scales",
         help="default-box scales: 'default', 'auto' (fitted to the boxes) or 's1,...,s(m+1)'",
     )
-    _flag(data, "--augment", help="augmentation preset: ssd (default), ssdlite or none")
+    _flag(
+        data,
+        "--augment",
+        help="augmentation preset: ssd, ssdlite or none (default: the architecture's: ssdlite for MobileNetV3, else ssd)",
+    )
     _flag(data, "--synthetic-train", int, "pictures in the synthetic train split")
     _flag(data, "--synthetic-val", int, "pictures in the synthetic val split")
     _flag(data, "--synthetic-image-size", int, "side of the synthetic pictures")

@@ -60,7 +60,7 @@ class TrainOptions:
     loc_loss: str = "smooth_l1"
     loc_weight: float = 1.0
     neg_pos_ratio: float = 3.0
-    augment: str = "ssd"
+    augment: str | None = None  # None: the architecture's own recipe (`ssdlite` for MobileNetV3, else `ssd`)
     # fine-tuning
     weights: str | None = None
     freeze_backbone: int = 0  # epochs
@@ -82,6 +82,12 @@ class TrainOptions:
     name: str | None = None  # None: <arch>_<dataset>, numbered when taken
     save: str | None = None  # the final checkpoint, in addition to runs/<name>/last.pt
     resume: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.augment is None:
+            from ssd.models.registry import get_architecture
+
+            self.augment = get_architecture(self.arch).default_augment
 
     def validate(self) -> None:
         def choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -45,6 +45,9 @@ class Architecture:
     imagenet_optional: Sequence[str] = ()
     # Config changes an ImageNet backbone file needs (e.g. MobileNetV3's full tail instead of the reduced one).
     imagenet_overrides: dict[str, Any] = field(default_factory=dict)
+    # The augmentation preset training uses unless told otherwise: torchvision's reference recipes use the
+    # SSD paper's pipeline for SSD300/512 and IoU crop + flip (`ssdlite`) for SSDLite.
+    default_augment: str = "ssd"
     # Whether training on a CPU uses the channels-last memory layout by default (on CUDA it always does).
     # Measured per architecture, as it helps some and slows others: see docs/training.md.
     cpu_channels_last: bool = False

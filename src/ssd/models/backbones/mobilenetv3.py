@@ -209,6 +209,7 @@ MOBILENETV3_SSD = register_architecture(
         imagenet_keys=[(r"^features\.", "backbone.features.")],
         imagenet_ignore=[r"^classifier\."],
         imagenet_overrides={"reduced_tail": False},
+        default_augment="ssdlite",
         cpu_channels_last=True,  # a training step at batch 16 on 2 cores: 1.43 s -> 0.89 s
     )
 )

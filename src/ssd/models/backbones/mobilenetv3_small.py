@@ -41,5 +41,6 @@ MOBILENETV3_SMALL_SSD = register_architecture(
         imagenet_keys=[(r"^features\.", "backbone.features.")],  # torchvision's mobilenet_v3_small layout
         imagenet_ignore=[r"^classifier\."],
         imagenet_overrides={"reduced_tail": False},
+        default_augment="ssdlite",  # torchvision's SSDLite recipe: IoU crop and flip
     )
 )
