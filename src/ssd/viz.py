@@ -27,21 +27,24 @@ def draw_detections(
     picture: Image.Image,
     boxes: Tensor,
     labels: Tensor,
-    scores: Tensor,
+    scores: Tensor | None = None,
     class_names: Sequence[str] | None = None,
 ) -> Image.Image:
-    """A copy of `picture` with each box drawn and captioned `name score`."""
+    """A copy of `picture` with each box drawn in its class's colour and captioned `name score` (the name
+    alone for ground truth, `scores=None`). Line width and captions scale with the picture."""
     canvas = picture.convert("RGB")
     draw = ImageDraw.Draw(canvas)
     width = max(2, round(max(canvas.size) / 400))
     font = ImageFont.load_default(size=max(11, round(max(canvas.size) / 50)))
     # Lowest scores first, so the most confident boxes and captions end up on top.
-    for index in reversed(range(len(scores))):
+    for index in reversed(range(len(labels))):
         label = int(labels[index])
         x1, y1, x2, y2 = (float(v) for v in boxes[index])
         colour = class_colour(label)
         draw.rectangle((x1, y1, x2, y2), outline=colour, width=width)
-        caption = f"{class_name(label, class_names)} {float(scores[index]):.2f}"
+        caption = class_name(label, class_names)
+        if scores is not None:
+            caption += f" {float(scores[index]):.2f}"
         left, top, right, bottom = draw.textbbox((0, 0), caption, font=font)
         text_w, text_h = right - left, bottom - top + 4
         text_y = y1 - text_h if y1 - text_h >= 0 else y1  # inside the box when at the top edge

@@ -8,23 +8,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from ssd.data.dataset import DetectionDataset
 from ssd.data.loader import load_sample
 from ssd.data.transforms import Compose, Resize, SanitizeBoxes
-from ssd.viz import class_colour
+from ssd.viz import draw_detections
 
 
 def draw_boxes(image: torch.Tensor, target: dict, class_names: list[str]) -> Image.Image:
     """The picture with each box outlined in its class's colour and named."""
     picture = Image.fromarray(image.permute(1, 2, 0).contiguous().numpy())
-    draw = ImageDraw.Draw(picture)
-    for box, label in zip(target["boxes"].tolist(), target["labels"].tolist(), strict=True):
-        colour = class_colour(label)
-        draw.rectangle(box, outline=colour, width=2)
-        draw.text((box[0] + 3, box[1] + 1), class_names[label - 1], fill=colour)
-    return picture
+    return draw_detections(picture, target["boxes"], target["labels"], class_names=class_names)
 
 
 def augmentation_grid(

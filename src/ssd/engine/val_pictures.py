@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ssd.viz import class_colour
+from ssd.viz import draw_detections
 
 
 def draw_predictions(
@@ -30,20 +30,15 @@ def draw_predictions(
         picture = picture.resize(
             (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
         )
-        canvas = Image.new("RGB", (tile, tile), (32, 32, 32))
-        canvas.paste(picture, (0, 0))
-        draw = ImageDraw.Draw(canvas)
+        draw = ImageDraw.Draw(picture)
         for box in np.asarray(target["boxes"], dtype=np.float64).reshape(-1, 4):
             draw.rectangle(list(box * scale), outline=(255, 255, 255), width=1)
-        boxes = np.asarray(detection["boxes"], dtype=np.float64).reshape(-1, 4)
-        for box, label, score in zip(boxes, detection["labels"], detection["scores"], strict=True):
-            if score < score_threshold:
-                continue
-            colour = class_colour(int(label))
-            x1, y1, x2, y2 = (box * scale).tolist()
-            draw.rectangle([x1, y1, x2, y2], outline=colour, width=2)
-            name = class_names[int(label) - 1] if 0 < int(label) <= len(class_names) else str(int(label))
-            draw.text((x1 + 2, max(0, y1 - 11)), f"{name} {score:.2f}", fill=colour)
+        shown = np.asarray(detection["scores"], dtype=np.float64) >= score_threshold
+        boxes = np.asarray(detection["boxes"], dtype=np.float64).reshape(-1, 4)[shown] * scale
+        labels = np.asarray(detection["labels"]).reshape(-1)[shown]
+        scores = np.asarray(detection["scores"], dtype=np.float64).reshape(-1)[shown]
+        canvas = Image.new("RGB", (tile, tile), (32, 32, 32))
+        canvas.paste(draw_detections(picture, boxes, labels, scores, class_names), (0, 0))
         tiles.append(canvas)
     grid = Image.new("RGB", (tile * max(1, len(tiles)), tile), (0, 0, 0))
     for index, canvas in enumerate(tiles):
