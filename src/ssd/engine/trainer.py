@@ -247,9 +247,7 @@ class Trainer:
             if options.anchor_scales == "auto":
                 # The first feature map's side, from a dry run of the architecture at this input size.
                 cells = min(build_model(options.arch, num_classes=2, config=config).feature_sizes[0])
-                scales = fit_scales(
-                    self.train_set.targets, config.num_feature_maps, options.augment == "ssd", cells
-                )
+                scales = fit_scales(self.train_set.targets, config.scales, options.augment == "ssd", cells)
             else:
                 scales = parse_scales(options.anchor_scales, config.num_feature_maps)
             config = config.replace(scales=scales)
