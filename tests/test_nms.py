@@ -96,7 +96,7 @@ def test_batched_nms_never_suppresses_across_classes():
 def test_cpu_scan_and_device_passes_agree(seed):
     """The two resolutions of `resolve_greedy_suppression` (bitset scan on a CPU, matrix passes elsewhere)
     give the same boxes, on padded groups wider than one 64-bit word and with dense overlaps."""
-    from ssd.nms import _fixed_point_passes, _greedy_scan, iou_above
+    from ssd.nms import _greedy_scan, fixed_point_passes, iou_above
 
     generator = torch.Generator().manual_seed(seed)
     groups, width = 5, 150
@@ -104,7 +104,7 @@ def test_cpu_scan_and_device_passes_agree(seed):
     valid = torch.rand(groups, width, generator=generator) < 0.9
     overlaps = iou_above(boxes, 0.4)
     scan = _greedy_scan(overlaps, valid)
-    assert torch.equal(scan, _fixed_point_passes(overlaps.triu(diagonal=1) & valid[:, :, None], valid))
+    assert torch.equal(scan, fixed_point_passes(overlaps.triu(diagonal=1) & valid[:, :, None], valid))
     for group in range(groups):  # and both are the textbook result on the valid boxes (sorted by position)
         members = valid[group].nonzero()[:, 0]
         scores = -members.float()  # earlier box = higher score, as the grid is laid out

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ssd.nms import fixed_point_passes
+
 GRAPH_OUTPUTS = ("boxes", "scores", "labels", "confs", "num_detections")
 
 
@@ -56,21 +58,13 @@ def pairwise_iou(boxes: Tensor) -> Tensor:
 def greedy_nms_mask(boxes: Tensor, valid: Tensor, iou_threshold: float) -> Tensor:
     """Greedy NMS on score-sorted groups `(G, K, 4)`; `valid` `(G, K)`; returns which boxes are kept.
 
-    The fixed-point formulation of `ssd.nms.resolve_greedy_suppression`, in TorchScript-compatible code.
+    `ssd.nms.resolve_greedy_suppression`'s fixed-point passes, on an IoU that TorchScript compiles.
     """
     if boxes.shape[1] == 0:
         return valid.clone()
     overlap = pairwise_iou(boxes) > iou_threshold
     earlier = torch.ones(overlap.shape[1], overlap.shape[2], dtype=torch.bool, device=boxes.device).triu(1)
-    suppressors = (overlap & earlier & valid.unsqueeze(2)).to(boxes.dtype)
-    keep = valid.clone()
-    changed = True
-    while changed:
-        suppressed = torch.bmm(keep.to(boxes.dtype).unsqueeze(1), suppressors).squeeze(1) > 0
-        new_keep = valid & ~suppressed
-        changed = not bool(torch.equal(new_keep, keep))
-        keep = new_keep
-    return keep
+    return fixed_point_passes(overlap & earlier & valid.unsqueeze(2), valid)
 
 
 class _OnnxNonMaxSuppression(torch.autograd.Function):

@@ -44,7 +44,7 @@ def resolve_greedy_suppression(boxes: Tensor, valid: Tensor, iou_threshold: floa
     # Only an earlier (higher-scoring) valid box may suppress a later one: keep the strict upper triangle.
     suppressors = overlaps.triu_(diagonal=1)
     suppressors &= valid[:, :, None]
-    return _fixed_point_passes(suppressors, valid)
+    return fixed_point_passes(suppressors, valid)
 
 
 def _greedy_scan(overlaps: Tensor, valid: Tensor) -> Tensor:
@@ -64,16 +64,21 @@ def _greedy_scan(overlaps: Tensor, valid: Tensor) -> Tensor:
     )
 
 
-def _fixed_point_passes(suppressors: Tensor, valid: Tensor) -> Tensor:
-    """The greedy result as the fixed point of "kept iff no kept earlier box suppresses it"."""
-    suppressors = suppressors.float()
+def fixed_point_passes(suppressors: Tensor, valid: Tensor) -> Tensor:
+    """The greedy result as the fixed point of "kept iff no kept earlier box suppresses it".
+
+    `suppressors` `(G, K, K)` bool: row i marks the later valid boxes that box i overlaps. Written so that
+    TorchScript compiles it too (the exported graphs call it).
+    """
+    weights = suppressors.float()
     keep = valid.clone()
-    while True:
-        suppressed = torch.bmm(keep.float()[:, None, :], suppressors)[:, 0] > 0
+    changed = True
+    while changed:
+        suppressed = torch.bmm(keep.float().unsqueeze(1), weights).squeeze(1) > 0
         new_keep = valid & ~suppressed
-        if torch.equal(new_keep, keep):
-            return keep
+        changed = not bool(torch.equal(new_keep, keep))
         keep = new_keep
+    return keep
 
 
 def iou_above(boxes: Tensor, iou_threshold: float) -> Tensor:
