@@ -65,7 +65,9 @@ def test_exports_reproduce_pytorch_detections_on_bccd(bccd_model, bccd_exports, 
     assert predictor.backend == fmt
     assert predictor.class_names == bccd_model.class_names
     expected = bccd_model.predict(pictures)
+    threads = torch.get_num_threads()
     exported = predictor.predict(pictures)
+    assert torch.get_num_threads() == threads  # the ONNX predictor's one-thread glue is undone after it
     for ours, theirs in zip(expected, exported, strict=True):
         # A trained model's scores are decisive: every detection must match, in the same order.
         assert torch.equal(ours["result_labels"], theirs["result_labels"])

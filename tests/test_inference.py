@@ -108,3 +108,32 @@ def test_post_processing_falls_back_exactly_when_the_first_round_keeps_too_few(d
     assert torch.equal(result["result_labels"], labels)
     assert torch.allclose(result["result_scores"], scores)
     assert torch.allclose(result["result_boxes"], boxes, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["chw", "hwc_view", "float_batch"])
+def test_preprocess_resizes_exactly_like_a_three_channel_bilinear_resize(layout):
+    from ssd.models.preprocess import Preprocess
+
+    generator = torch.Generator().manual_seed(0)
+    hwc = torch.randint(0, 256, (123, 217, 3), dtype=torch.uint8, generator=generator)
+    chw = hwc.permute(2, 0, 1)
+    picture = {"chw": chw.contiguous(), "hwc_view": chw, "float_batch": chw[None].float() / 255}[layout]
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    batch, sizes = Preprocess((64, 80), mean, std)([picture] if layout != "float_batch" else picture)
+    expected = torch.nn.functional.interpolate(
+        chw[None].float() / 255, size=(64, 80), mode="bilinear", align_corners=False
+    )
+    expected = (expected - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    assert sizes == [(123, 217)]
+    # Dividing by 255 after the (linear) resize instead of before changes only the last bits.
+    assert (batch - expected).abs().max() < 1e-5
+
+
+def test_thread_count_is_restored_after_a_block_with_fewer_threads():
+    from ssd.inference import torch_threads
+
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError), torch_threads(1):
+        assert torch.get_num_threads() == 1
+        raise RuntimeError("the count must come back even after an error")
+    assert torch.get_num_threads() == before

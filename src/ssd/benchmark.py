@@ -7,6 +7,7 @@ code. Timings are medians (and 95th percentiles) of many runs after a warm-up, s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import statistics
@@ -18,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ssd.inference import prepare_for_inference, set_inference_threads
+from ssd.inference import prepare_for_inference, set_inference_threads, torch_threads
 
 
 def peak_rss_mb() -> float:
@@ -164,14 +165,17 @@ def _split(prepared, predictor, onnx_predictor, picture: torch.Tensor, runs: int
         pre = time_calls(lambda: prepared.preprocess([picture]), runs)
         net = time_calls(lambda: prepared.head_outputs(batch), runs)
     else:
-        batch, _ = onnx_predictor.preprocess([picture])
+        with torch_threads(1):  # as `OnnxPredictor.predict` runs them
+            batch, _ = onnx_predictor.preprocess([picture])
+            pre = time_calls(lambda: onnx_predictor.preprocess([picture]), runs)
         cls_logits, bbox_regression = onnx_predictor.run_graph(batch)
-        pre = time_calls(lambda: onnx_predictor.preprocess([picture]), runs)
         net = time_calls(lambda: onnx_predictor.run_graph(batch), runs)
     anchors = prepared.anchors
-    post = time_calls(
-        lambda: prepared.postprocessor(cls_logits, bbox_regression, anchors, config.input_size, [size]), runs
-    )
+    with torch_threads(1) if onnx_predictor is not None else contextlib.nullcontext():
+        post = time_calls(
+            lambda: prepared.postprocessor(cls_logits, bbox_regression, anchors, config.input_size, [size]),
+            runs,
+        )
     return {
         "preprocess_ms": statistics.median(pre),
         "network_ms": statistics.median(net),

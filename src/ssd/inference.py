@@ -8,8 +8,10 @@ layers back, so folding always works on a copy.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -151,3 +153,14 @@ def set_inference_threads(threads: int | None = None) -> int:
     threads = threads or default_threads()
     torch.set_num_threads(threads)
     return threads
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """PyTorch's intra-op thread count set to `count` inside the block, and restored after it."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

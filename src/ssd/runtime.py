@@ -160,10 +160,6 @@ class OnnxPredictor(ExportedPredictor):
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # onnxruntime's threads spin-wait after each run by default, taking the cores that the resize and
-        # the post-processing (PyTorch) need next. Measured on 2 cores: 26.6 ms per picture spinning, 17.0
-        # ms not (the network alone gets 1 ms slower).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = onnxruntime.InferenceSession(
                 str(path), options, providers=["CPUExecutionProvider"]
@@ -178,6 +174,20 @@ class OnnxPredictor(ExportedPredictor):
         batch_dim = self.session.get_inputs()[0].shape[0]
         super().__init__(path, metadata, batch_dim if isinstance(batch_dim, int) else None)
         self.input_name = self.session.get_inputs()[0].name
+
+    def predict(self, images: Tensor | Sequence[Any]) -> list[Detections]:
+        """Detections like `SSD.predict`; the resize and the post-processing run on the calling thread.
+
+        onnxruntime's threads run the network; PyTorch only does the work around it, on one thread. A
+        PyTorch (OpenMP) worker spins for milliseconds after each parallel operation, and on two cores
+        that spinning thread slows the onnxruntime graph that follows it. Measured on the fixture picture
+        (2 cores): graph 13.5-14 ms after two-thread PyTorch work, 8.2 ms after one-thread work; a whole
+        call 21 ms against 14.5 ms.
+        """
+        from ssd.inference import torch_threads
+
+        with torch_threads(1):
+            return super().predict(images)
 
     def run_graph(self, batch: Tensor) -> list[Tensor]:
         outputs = self.session.run(None, {self.input_name: np.ascontiguousarray(batch.numpy())})
