@@ -2,8 +2,9 @@
 
     PYTHONPATH=src python3 benchmarks/bench_inference.py [--runs 50] [--out benchmarks/results/inference.json]
 
-Each model and backend runs in its own process, so each peak-memory figure is that model's alone. Prints a
-table and writes JSON (a list, one entry per row). Targets on a quiet 2-core CPU: mobilenetv3_ssd end to end
+Each model and backend runs in its own process, so each peak-memory figure is that model's alone; an ONNX
+case also measures a process that loads only the exported file (`onnx_only_process`), as a deployment does.
+Prints a table and writes JSON (a list, one entry per row). Targets on a quiet 2-core CPU: mobilenetv3_ssd end to end
 <= 30 ms (PyTorch) and <= 17 ms (onnxruntime), vgg16_ssd300 <= 355 ms, mobilenetv3_ssd peak memory < 400 MB.
 """
 
@@ -13,6 +14,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,18 +32,45 @@ TARGETS_MS = {
 }
 
 
-def run_case(arch: str, fixture: str, backend: str, runs: int, threads: int | None) -> dict:
-    """One benchmark in this process (called in a child process by `main`)."""
+def fixture_picture(fixture: str):
     import torch
 
+    return torch.load(FIXTURES / fixture, weights_only=True)["image_uint8_hwc"].permute(2, 0, 1).contiguous()
+
+
+def run_case(
+    arch: str, fixture: str, backend: str, runs: int, threads: int | None, onnx_dir: str | None
+) -> dict:
+    """One benchmark in this process (called in a child process by `main`)."""
     from ssd.benchmark import benchmark_model
     from ssd.engine.checkpoint import load_model
 
-    path = FIXTURES / fixture
-    picture = torch.load(path, weights_only=True)["image_uint8_hwc"].permute(2, 0, 1).contiguous()
-    model = load_model(path, arch=arch)
+    model = load_model(FIXTURES / fixture, arch=arch)
     vgg_runs = max(10, runs // 5) if arch.startswith("vgg") else runs
-    return benchmark_model(model, picture, backend=backend, runs=vgg_runs, threads=threads)
+    return benchmark_model(
+        model, fixture_picture(fixture), backend=backend, runs=vgg_runs, threads=threads, onnx_dir=onnx_dir
+    )
+
+
+def onnx_only_peak_memory(onnx_file: str, fixture: str, threads: int | None) -> dict:
+    """Peak memory of a process that loads only the exported file, as `ssd detect --weights x.onnx` does.
+
+    The ONNX case's own process also holds the PyTorch model and what the exporter left behind.
+    """
+    from ssd.benchmark import peak_rss_mb, reset_peak_rss
+    from ssd.runtime import OnnxPredictor
+
+    picture = fixture_picture(fixture)
+    predictor = OnnxPredictor(onnx_file, threads=threads)
+    reset_peak_rss()
+    for _ in range(20):
+        predictor.predict([picture])
+    return {"peak_rss_mb_after_batch1": peak_rss_mb()}
+
+
+def run_child(command: list[str]) -> dict:
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
 
 
 def main() -> int:
@@ -51,10 +80,16 @@ def main() -> int:
     parser.add_argument("--only", default=None, help="run only this architecture")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "inference.json"))
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: arch,fixture,backend
+    parser.add_argument("--onnx-dir", default=None, help=argparse.SUPPRESS)  # internal: keep the export
+    parser.add_argument("--onnx-memory", default=None, help=argparse.SUPPRESS)  # internal: file,fixture
     args = parser.parse_args()
     if args.case:
         arch, fixture, backend = args.case.split(",")
-        print(json.dumps(run_case(arch, fixture, backend, args.runs, args.threads)))
+        print(json.dumps(run_case(arch, fixture, backend, args.runs, args.threads, args.onnx_dir)))
+        return 0
+    if args.onnx_memory:
+        onnx_file, fixture = args.onnx_memory.split(",")
+        print(json.dumps(onnx_only_peak_memory(onnx_file, fixture, args.threads)))
         return 0
     if not FIXTURES.is_dir():
         print(f"{FIXTURES} is absent: the benchmark needs the fixture weights and picture", file=sys.stderr)
@@ -65,18 +100,14 @@ def main() -> int:
     for arch, fixture, backend in CASES:
         if args.only and arch != args.only:
             continue
-        command = [
-            sys.executable,
-            __file__,
-            "--case",
-            f"{arch},{fixture},{backend}",
-            "--runs",
-            str(args.runs),
-        ]
+        child = [sys.executable, __file__, "--runs", str(args.runs)]
         if args.threads:
-            command += ["--threads", str(args.threads)]
-        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-        result = json.loads(output.strip().splitlines()[-1])
+            child += ["--threads", str(args.threads)]
+        with tempfile.TemporaryDirectory(prefix="ssd-bench-") as onnx_dir:
+            result = run_child([*child, "--case", f"{arch},{fixture},{backend}", "--onnx-dir", onnx_dir])
+            if backend == "onnx":
+                onnx_file = Path(onnx_dir) / f"{arch}.onnx"
+                result["onnx_only_process"] = run_child([*child, "--onnx-memory", f"{onnx_file},{fixture}"])
         target = TARGETS_MS.get((arch, backend))
         result["target_ms"] = target
         result["meets_target"] = None if target is None else result["batch1"]["p50_ms"] <= target
@@ -89,6 +120,9 @@ def main() -> int:
             print(
                 f"{r['arch']} {r['backend']}: {r['batch1']['p50_ms']:.1f} ms, {verdict} the {r['target_ms']:.0f} ms target"
             )
+        if "onnx_only_process" in r:
+            memory = r["onnx_only_process"]["peak_rss_mb_after_batch1"]
+            print(f"{r['arch']} onnx: peak memory {memory:.0f} MB in a process that loads only the ONNX file")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
