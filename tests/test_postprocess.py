@@ -73,3 +73,15 @@ def test_only_background_gives_empty_detections():
     assert result["result_boxes"].shape == (0, 4)
     assert result["result_confs"].shape == (0, 3)
     assert result["result_labels"].dtype == torch.long
+
+
+def test_best_entries_are_every_entry_at_or_above_the_kth_best_ties_included():
+    from ssd.postprocess import _best_entries
+
+    generator = torch.Generator().manual_seed(2)
+    for rows, columns, k in ((50, 7, 20), (50, 7, 120), (5, 30, 40)):  # k below and above the row count
+        scores = (torch.rand(rows, columns, generator=generator) * 20).floor() / 20  # many ties
+        kth_best = scores.flatten().topk(k).values[-1]
+        expected = (scores >= kth_best).nonzero(as_tuple=True)
+        found = _best_entries(scores, k)
+        assert torch.equal(found[0], expected[0]) and torch.equal(found[1], expected[1])

