@@ -4,8 +4,9 @@
 
 Each model and backend runs in its own process, so each peak-memory figure is that model's alone; an ONNX
 case also measures a process that loads only the exported file (`onnx_only_process`), as a deployment does.
-Prints a table and writes JSON (a list, one entry per row). Targets on a quiet 2-core CPU: mobilenetv3_ssd end to end
-<= 30 ms (PyTorch) and <= 17 ms (onnxruntime), vgg16_ssd300 <= 355 ms, mobilenetv3_ssd peak memory < 400 MB.
+Prints a table and writes JSON (a list, one entry per row). Targets on a quiet 2-core CPU: mobilenetv3_ssd
+end to end <= 30 ms (PyTorch) and <= 17 ms (onnxruntime), vgg16_ssd300 <= 355 ms, mobilenetv3_ssd peak
+memory < 400 MB.
 """
 
 from __future__ import annotations
