@@ -39,8 +39,8 @@ def main() -> int:
         return 1
 
     from ssd.data import build_dataset
-    from ssd.engine.checkpoint import load_model
     from ssd.evaluation.evaluator import Evaluator, evaluate_detections
+    from ssd.training.checkpoint import load_model
 
     dataset = build_dataset(BCCD, "test")
     model = load_model(WEIGHTS, arch="mobilenetv3_ssd")

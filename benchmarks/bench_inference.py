@@ -43,8 +43,8 @@ def run_case(
     arch: str, fixture: str, backend: str, runs: int, threads: int | None, onnx_dir: str | None
 ) -> dict:
     """One benchmark in this process (called in a child process by `main`)."""
-    from ssd.benchmark import benchmark_model
-    from ssd.engine.checkpoint import load_model
+    from ssd.deploy.benchmark import benchmark_model
+    from ssd.training.checkpoint import load_model
 
     model = load_model(FIXTURES / fixture, arch=arch)
     vgg_runs = max(10, runs // 5) if arch.startswith("vgg") else runs
@@ -58,8 +58,8 @@ def onnx_only_peak_memory(onnx_file: str, fixture: str, threads: int | None) -> 
 
     The ONNX case's own process also holds the PyTorch model and what the exporter left behind.
     """
-    from ssd.benchmark import peak_rss_mb, reset_peak_rss
-    from ssd.runtime import OnnxPredictor
+    from ssd.deploy.benchmark import peak_rss_mb, reset_peak_rss
+    from ssd.deploy.runtime import OnnxPredictor
 
     picture = fixture_picture(fixture)
     predictor = OnnxPredictor(onnx_file, threads=threads)
@@ -95,7 +95,7 @@ def main() -> int:
     if not FIXTURES.is_dir():
         print(f"{FIXTURES} is absent: the benchmark needs the fixture weights and picture", file=sys.stderr)
         return 2
-    from ssd.benchmark import format_results
+    from ssd.deploy.benchmark import format_results
 
     results = []
     for arch, fixture, backend in CASES:

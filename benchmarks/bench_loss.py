@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 import ssd  # noqa: E402
-from ssd.loss import MultiBoxLoss  # noqa: E402
-from ssd.matching import HungarianMatcher, IoUMatcher, pad_targets  # noqa: E402
+from ssd.training.loss import MultiBoxLoss  # noqa: E402
+from ssd.training.matching import HungarianMatcher, IoUMatcher, pad_targets  # noqa: E402
 
 MATCHERS = {
     "iou": IoUMatcher,

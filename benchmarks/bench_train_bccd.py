@@ -25,12 +25,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from ssd.commands.train import add_arguments  # noqa: E402
+from ssd.cli.commands.train import add_arguments  # noqa: E402
 from ssd.data import build_dataset  # noqa: E402
-from ssd.engine.checkpoint import load_model  # noqa: E402
-from ssd.engine.options import read_yaml_options, resolve_options  # noqa: E402
-from ssd.engine.trainer import Trainer  # noqa: E402
 from ssd.evaluation import Evaluator  # noqa: E402
+from ssd.training.checkpoint import load_model  # noqa: E402
+from ssd.training.options import read_yaml_options, resolve_options  # noqa: E402
+from ssd.training.trainer import Trainer  # noqa: E402
 
 REFERENCE = {"mAP": 0.462, "mAP50": 0.672, "AP_small": 0.030, "pictures_per_s": 10.3, "train_seconds": 2261}
 TARGET = {"mAP": 0.55, "mAP50": 0.80, "pictures_per_s": 13.5}

@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 import ssd  # noqa: E402
-from ssd.boxes import box_iou  # noqa: E402
-from ssd.loss import MultiBoxLoss  # noqa: E402
-from ssd.matching import HungarianMatcher, IoUMatcher  # noqa: E402
+from ssd.ops.boxes import box_iou  # noqa: E402
+from ssd.training.loss import MultiBoxLoss  # noqa: E402
+from ssd.training.matching import HungarianMatcher, IoUMatcher  # noqa: E402
 
 MATCHERS = {
     "iou": IoUMatcher,

@@ -5,8 +5,8 @@ import json
 import torch
 
 import ssd
-from ssd.benchmark import benchmark_model, format_results, percentile
-from ssd.cli import main
+from ssd.cli.main import main
+from ssd.deploy.benchmark import benchmark_model, format_results, percentile
 
 
 def test_benchmark_reports_latency_throughput_memory_split_and_gflops():

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import ssd
-from ssd.anchors import boxes_per_location, default_boxes_cxcywh, linear_scales
-from ssd.boxes import (
+from ssd.ops.anchors import boxes_per_location, default_boxes_cxcywh, linear_scales
+from ssd.ops.boxes import (
     BoxCoder,
     box_iou,
     clip_boxes,

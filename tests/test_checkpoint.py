@@ -3,8 +3,8 @@ import torch
 from conftest import FIXTURES, shared_path
 
 import ssd
-from ssd.engine.checkpoint import load_model, model_checkpoint, read_checkpoint, save_checkpoint
 from ssd.errors import UserError
+from ssd.training.checkpoint import load_model, model_checkpoint, read_checkpoint, save_checkpoint
 
 
 def test_checkpoint_round_trip_rebuilds_the_model(tmp_path):

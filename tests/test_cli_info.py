@@ -1,6 +1,6 @@
 import json
 
-from ssd.cli import main
+from ssd.cli.main import main
 
 
 def test_info_lists_architectures(capsys):

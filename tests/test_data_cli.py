@@ -6,7 +6,7 @@ import pytest
 from data_writers import write_truncated_jpeg, write_voc
 from PIL import Image
 
-from ssd.cli import main
+from ssd.cli.main import main
 from ssd.data import build_dataset, detect_format
 from ssd.errors import DatasetError
 

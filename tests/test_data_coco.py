@@ -11,7 +11,7 @@ from conftest import BCCD, COCO_MINI, shared_path
 from data_writers import write_coco, write_picture, write_voc
 
 from ssd.data import DataWarning, build_dataset, export_coco
-from ssd.data.coco import load_coco
+from ssd.data.formats.coco import load_coco
 from ssd.errors import DatasetError
 
 CATEGORIES = [{"id": 0, "name": "zero"}, {"id": 7, "name": "seven"}, {"id": 90, "name": "ninety"}]

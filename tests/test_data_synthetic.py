@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from ssd.boxes import box_iou
 from ssd.data import build_dataset, write_synthetic_coco
-from ssd.data.synthetic import CLASS_NAMES, SyntheticShapes
+from ssd.data.formats.synthetic import CLASS_NAMES, SyntheticShapes
+from ssd.ops.boxes import box_iou
 
 
 def test_same_seed_same_pictures_other_seed_other_pictures():

@@ -11,7 +11,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssd.boxes import box_iou
 from ssd.data.transforms import (
     Compose,
     PhotometricDistort,
@@ -24,6 +23,7 @@ from ssd.data.transforms import (
     build_transforms,
 )
 from ssd.errors import UserError
+from ssd.ops.boxes import box_iou
 
 BLACK = (0.0, 0.0, 0.0)
 

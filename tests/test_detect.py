@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import BCCD, FIXTURES, shared_path
 
-from ssd.cli import main
+from ssd.cli.main import main
 
 WEIGHTS = FIXTURES / "ssdlite320_bccd_trained.pt"
 NAMES = "Platelets,RBC,WBC"
@@ -108,8 +108,8 @@ def test_bad_arguments_are_one_line_errors(inputs, tmp_path, capsys):
 
 
 def test_detect_with_an_exported_onnx_model_gives_the_same_json(inputs, tmp_path):
-    from ssd.engine.checkpoint import load_model
-    from ssd.export import export_model
+    from ssd.deploy.export import export_model
+    from ssd.training.checkpoint import load_model
 
     model = load_model(shared_path(WEIGHTS), arch="mobilenetv3_ssd", class_names=NAMES.split(","))
     onnx_path = tmp_path / "bccd.onnx"

@@ -5,10 +5,10 @@ import pytest
 import torch
 from conftest import BCCD, FIXTURES, shared_path
 
-from ssd.compare import compare_detections
+from ssd.deploy.compare import compare_detections
+from ssd.deploy.export import ExportMismatchError, export_model
+from ssd.deploy.runtime import OnnxPredictor, TorchScriptPredictor, is_exported_model, load_predictor
 from ssd.errors import UserError
-from ssd.export import ExportMismatchError, export_model
-from ssd.runtime import OnnxPredictor, TorchScriptPredictor, is_exported_model, load_predictor
 
 EXPORTS = [("onnx", False), ("onnx", True), ("torchscript", False), ("torchscript", True)]
 
@@ -36,7 +36,7 @@ def bccd_pictures(count: int) -> list[torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def bccd_model():
-    from ssd.engine.checkpoint import load_model
+    from ssd.training.checkpoint import load_model
 
     path = shared_path(FIXTURES / "ssdlite320_bccd_trained.pt")
     names = torch.load(path, weights_only=True)["class_names"]
@@ -98,11 +98,11 @@ def test_fixed_batch_export_runs_any_number_of_pictures(bccd_model, tmp_path):
 
 
 def test_export_check_fails_with_numbers_when_the_file_disagrees(bccd_model, bccd_exports, monkeypatch):
-    import ssd.runtime
-    from ssd.export import ExportReport, _check_export
-    from ssd.inference import prepare_for_inference
+    import ssd.deploy.runtime
+    from ssd.deploy.export import ExportReport, _check_export
+    from ssd.deploy.fold import prepare_for_inference
 
-    original = ssd.runtime.ExportedPredictor.predict
+    original = ssd.deploy.runtime.ExportedPredictor.predict
 
     def shifted(self, images):
         results = original(self, images)
@@ -110,7 +110,7 @@ def test_export_check_fails_with_numbers_when_the_file_disagrees(bccd_model, bcc
             result["result_boxes"] = result["result_boxes"] + 5.0
         return results
 
-    monkeypatch.setattr(ssd.runtime.ExportedPredictor, "predict", shifted)
+    monkeypatch.setattr(ssd.deploy.runtime.ExportedPredictor, "predict", shifted)
     report = ExportReport(bccd_exports[("onnx", True)], "onnx", True, True)
     with pytest.raises(ExportMismatchError, match="does not match PyTorch.*max box error"):
         _check_export(bccd_model, prepare_for_inference(bccd_model), report, bccd_pictures(1))
@@ -119,7 +119,7 @@ def test_export_check_fails_with_numbers_when_the_file_disagrees(bccd_model, bcc
 @pytest.mark.slow
 def test_untrained_fixture_model_agrees_up_to_tied_scores(tmp_path):
     """The random-weight fixture has many exactly tied scores; the network outputs must still agree."""
-    from ssd.engine.checkpoint import load_model
+    from ssd.training.checkpoint import load_model
 
     path = shared_path(FIXTURES / "ssdlite320_mobilenet_v3_large.pt")
     fixture = torch.load(path, weights_only=True)
@@ -143,7 +143,7 @@ def test_untrained_fixture_model_agrees_up_to_tied_scores(tmp_path):
 
 @pytest.mark.slow
 def test_vgg16_exports_match_pytorch(tmp_path):
-    from ssd.engine.checkpoint import load_model
+    from ssd.training.checkpoint import load_model
 
     path = shared_path(FIXTURES / "ssd300_vgg16.pt")
     fixture = torch.load(path, weights_only=True)

@@ -6,15 +6,15 @@ from conftest import FIXTURES, shared_path
 from test_postprocess import ANCHORS, naive_postprocess
 
 import ssd
-from ssd.boxes import box_iou
-from ssd.inference import (
+from ssd.deploy.fold import (
     find_conv_batchnorm_pairs,
     fold_batchnorm_into_conv,
     fuse_batchnorm,
     prepare_for_inference,
 )
-from ssd.nms import iou_above
-from ssd.postprocess import PostProcessor
+from ssd.models.postprocess import PostProcessor
+from ssd.ops.boxes import box_iou
+from ssd.ops.nms import iou_above
 
 
 def randomise_batchnorm(model: torch.nn.Module) -> None:
@@ -130,7 +130,7 @@ def test_preprocess_resizes_exactly_like_a_three_channel_bilinear_resize(layout)
 
 
 def test_thread_count_is_restored_after_a_block_with_fewer_threads():
-    from ssd.inference import torch_threads
+    from ssd.deploy.fold import torch_threads
 
     before = torch.get_num_threads()
     with pytest.raises(RuntimeError), torch_threads(1):

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 import ssd
-from ssd.boxes import BoxCoder
 from ssd.errors import UserError
-from ssd.loss import MultiBoxLoss
-from ssd.matching import HungarianMatcher, IoUMatcher, _picture_extent, pad_targets
+from ssd.ops.boxes import BoxCoder
+from ssd.training.loss import MultiBoxLoss
+from ssd.training.matching import HungarianMatcher, IoUMatcher, _picture_extent, pad_targets
 
 NUM_CLASSES = 4
 SIZE = 300

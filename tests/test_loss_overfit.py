@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import ssd
-from ssd.boxes import box_iou
-from ssd.loss import MultiBoxLoss
+from ssd.ops.boxes import box_iou
+from ssd.training.loss import MultiBoxLoss
 
 COLOURS = torch.tensor([[230, 40, 40], [40, 200, 40], [40, 60, 230]], dtype=torch.uint8)
 

@@ -7,9 +7,9 @@ import itertools
 import pytest
 import torch
 
-from ssd.boxes import box_iou
 from ssd.errors import UserError
-from ssd.matching import BACKGROUND, IGNORED, HungarianMatcher, IoUMatcher, pad_targets
+from ssd.ops.boxes import box_iou
+from ssd.training.matching import BACKGROUND, IGNORED, HungarianMatcher, IoUMatcher, pad_targets
 
 NUM_CLASSES = 5
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from ssd.boxes import box_iou
-from ssd.nms import batched_nms, nms
+from ssd.ops.boxes import box_iou
+from ssd.ops.nms import batched_nms, nms
 
 
 def reference_nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> list[int]:
@@ -96,7 +96,7 @@ def test_batched_nms_never_suppresses_across_classes():
 def test_cpu_scan_and_device_passes_agree(seed):
     """The two resolutions of `resolve_greedy_suppression` (bitset scan on a CPU, matrix passes elsewhere)
     give the same boxes, on padded groups wider than one 64-bit word and with dense overlaps."""
-    from ssd.nms import _greedy_scan, fixed_point_passes, iou_above
+    from ssd.ops.nms import _greedy_scan, fixed_point_passes, iou_above
 
     generator = torch.Generator().manual_seed(seed)
     groups, width = 5, 150

@@ -1,9 +1,9 @@
 import torch
 
-from ssd.anchors import default_boxes_xyxy
-from ssd.boxes import BoxCoder, clip_boxes
-from ssd.nms import batched_nms
-from ssd.postprocess import PostProcessor
+from ssd.models.postprocess import PostProcessor
+from ssd.ops.anchors import default_boxes_xyxy
+from ssd.ops.boxes import BoxCoder, clip_boxes
+from ssd.ops.nms import batched_nms
 
 ANCHORS = default_boxes_xyxy([(8, 8), (4, 4), (2, 2)], (128, 128), (0.1, 0.3, 0.6, 0.9), [(2,), (2,), (2,)])
 
@@ -76,7 +76,7 @@ def test_only_background_gives_empty_detections():
 
 
 def test_best_entries_are_every_entry_at_or_above_the_kth_best_ties_included():
-    from ssd.postprocess import _best_entries
+    from ssd.models.postprocess import _best_entries
 
     generator = torch.Generator().manual_seed(2)
     for rows, columns, k in ((50, 7, 20), (50, 7, 120), (5, 30, 40)):  # k below and above the row count

@@ -6,7 +6,7 @@ import torch
 from conftest import BCCD, FIXTURES, shared_path
 
 import ssd
-from ssd.boxes import box_iou
+from ssd.ops.boxes import box_iou
 
 CASES = [
     ("ssdlite320_mobilenet_v3_large.pt", "mobilenetv3_ssd", 91),

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssd.cli import main as ssd_main
+from ssd.cli.main import main as ssd_main
 from ssd.data import write_synthetic_coco
-from ssd.engine.checkpoint import load_model, read_checkpoint
+from ssd.training.checkpoint import load_model, read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,12 +7,12 @@ import torch
 from torch import nn
 
 from ssd.data.loader import SeededSampler
-from ssd.engine.anchor_fit import fit_scales, parse_scales
-from ssd.engine.distributed import DistributedBatchNorm2d, ShardedBatchSampler
-from ssd.engine.ema import ModelEMA
-from ssd.engine.optim import lr_factor_function, parameter_groups, scaled_lr
-from ssd.engine.options import SYNTHETIC_RECIPE, TrainOptions, resolve_options
 from ssd.errors import UserError
+from ssd.training.anchor_fit import fit_scales, parse_scales
+from ssd.training.distributed import DistributedBatchNorm2d, ShardedBatchSampler
+from ssd.training.ema import ModelEMA
+from ssd.training.optim import lr_factor_function, parameter_groups, scaled_lr
+from ssd.training.options import SYNTHETIC_RECIPE, TrainOptions, resolve_options
 
 
 def test_flags_override_yaml_which_overrides_the_synthetic_recipe(tmp_path):
@@ -150,7 +150,7 @@ def test_fitted_scales_lower_the_first_map_to_the_small_boxes():
 @pytest.mark.parametrize("matcher, loc_loss", [("iou", "smooth_l1"), ("hungarian", "giou")])
 def test_every_matcher_and_localisation_loss_trains(matcher, loc_loss):
     from ssd import build_model
-    from ssd.engine.trainer import build_loss
+    from ssd.training.trainer import build_loss
 
     model = build_model("mobilenetv3_ssd", num_classes=3, input_size=128).train()
     loss = build_loss(model, TrainOptions(matcher=matcher, loc_loss=loc_loss))

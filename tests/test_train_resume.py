@@ -74,7 +74,7 @@ def test_kill_9_then_resume_gives_identical_weights(tmp_path, capsys):
     assert len((tmp_path / "killed" / "metrics.csv").read_text().splitlines()) == 4
 
     # A resumed run keeps its options: changing one is refused, with the ones that may change named.
-    from ssd.cli import main
+    from ssd.cli.main import main
 
     assert main(["train", "--resume", str(last), "--lr", "0.5"]) == 2
     assert "only device, workers, epochs, save may be given with it, not --lr" in capsys.readouterr().err

@@ -8,10 +8,10 @@ import torch
 from data_writers import write_coco
 
 from ssd.data import write_synthetic_coco
-from ssd.engine.checkpoint import read_checkpoint
-from ssd.engine.options import TrainOptions
-from ssd.engine.trainer import NonFiniteLossError, Trainer
 from ssd.errors import DatasetError, UserError
+from ssd.training.checkpoint import read_checkpoint
+from ssd.training.options import TrainOptions
+from ssd.training.trainer import NonFiniteLossError, Trainer
 
 
 def _options(tmp_path, **changes) -> TrainOptions:

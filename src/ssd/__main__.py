@@ -1,3 +1,3 @@
-from ssd.cli import main
+from ssd.cli.main import main
 
 raise SystemExit(main())

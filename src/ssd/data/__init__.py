@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ssd.data.coco import coco_json_for_split, coco_splits, load_coco
 from ssd.data.dataset import VERIFY_LEVELS, DetectionDataset, Transform
 from ssd.data.export import coco_dict, export_coco
+from ssd.data.formats.coco import coco_json_for_split, coco_splits, load_coco
+from ssd.data.formats.synthetic import SyntheticShapes, write_synthetic_coco
+from ssd.data.formats.voc import is_voc, load_voc, voc_splits
+from ssd.data.formats.yolo import is_yolo, load_yolo, yolo_splits
 from ssd.data.loader import build_loader, collate_detection
 from ssd.data.problems import DataWarning
-from ssd.data.synthetic import SyntheticShapes, write_synthetic_coco
 from ssd.data.transforms import PRESETS, build_transforms
-from ssd.data.voc import is_voc, load_voc, voc_splits
-from ssd.data.yolo import is_yolo, load_yolo, yolo_splits
 from ssd.errors import DatasetError
 
 SYNTHETIC = "synthetic"

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ssd.boxes import box_iou
 from ssd.errors import UserError
+from ssd.ops.boxes import box_iou
 
 Target = dict
 PRESETS = ("ssd", "ssdlite", "none")

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ssd.boxes import box_iou
 from ssd.evaluation.voc_metrics import VOC_IOU_THRESHOLD, detection_arrays, ground_truth_arrays
+from ssd.ops.boxes import box_iou
 
 
 @dataclass

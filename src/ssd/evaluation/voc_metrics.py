@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ssd.boxes import box_iou
+from ssd.ops.boxes import box_iou
 
 VOC_IOU_THRESHOLD = 0.5
 

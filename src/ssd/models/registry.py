@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from ssd.config import SSDConfig
 from ssd.errors import UserError
+from ssd.models.config import SSDConfig
 
 if TYPE_CHECKING:
     from ssd.models.ssd import SSD

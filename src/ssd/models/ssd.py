@@ -9,13 +9,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ssd.anchors import boxes_per_location, default_boxes_xyxy
-from ssd.boxes import BoxCoder
-from ssd.config import SSDConfig
 from ssd.errors import UserError
+from ssd.models.config import SSDConfig
 from ssd.models.heads import build_headers, flatten_header_output
+from ssd.models.postprocess import Detections, PostProcessor
 from ssd.models.preprocess import Preprocess
-from ssd.postprocess import Detections, PostProcessor
+from ssd.ops.anchors import boxes_per_location, default_boxes_xyxy
+from ssd.ops.boxes import BoxCoder
 
 
 class SSD(nn.Module):
@@ -152,7 +152,7 @@ class SSD(nn.Module):
 
     def load_torchvision(self, path: str | Path) -> list[str]:
         """Load a torchvision SSD checkpoint or an ImageNet backbone file; returns notes on what was done."""
-        from ssd.interop.torchvision import load_torchvision_weights
+        from ssd.models.weights.torchvision import load_torchvision_weights
 
         return load_torchvision_weights(self, path)
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ssd.anchors import linear_scales
-from ssd.config import SSDConfig
+from ssd.models.config import SSDConfig
 from ssd.models.layers import ConvBNAct
 from ssd.models.registry import Architecture, register_architecture
+from ssd.ops.anchors import linear_scales
 
 # (in, kernel, expanded, out, squeeze-excite, activation, stride) for each inverted-residual block.
 LARGE_BLOCKS = [

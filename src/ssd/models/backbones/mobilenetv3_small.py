@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from ssd.config import SSDConfig
 from ssd.models.backbones.mobilenetv3 import build_ssdlite_layers, ssdlite_config
+from ssd.models.config import SSDConfig
 from ssd.models.registry import Architecture, register_architecture
 
 # (in, kernel, expanded, out, squeeze-excite, activation, stride): MobileNetV3-Small's inverted residuals.

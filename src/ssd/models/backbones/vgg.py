@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ssd.config import SSDConfig
+from ssd.models.config import SSDConfig
 from ssd.models.layers import L2Norm, init_conv_xavier
 from ssd.models.registry import Architecture, register_architecture
 

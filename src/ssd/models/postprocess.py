@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ssd.boxes import BoxCoder, clip_boxes
-from ssd.nms import resolve_greedy_suppression
+from ssd.ops.boxes import BoxCoder, clip_boxes
+from ssd.ops.nms import resolve_greedy_suppression
 
 Detections = dict[str, Tensor]
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ssd.boxes import box_iou
+from ssd.ops.boxes import box_iou
 
 # Largest IoU matrix (elements) resolved in one piece; beyond it, groups are resolved in chunks.
 _MAX_MATRIX_ELEMENTS = 16_000_000

@@ -1,7 +1,7 @@
 """Export to ONNX or TorchScript, with or without post-processing in the graph, checked against PyTorch.
 
 Every export ends with a check: the exported file is loaded by the predictor a user would use
-(`ssd.runtime`), run on sample pictures, and its outputs compared with the PyTorch model's. A mismatch
+(`ssd.deploy.runtime`), run on sample pictures, and its outputs compared with the PyTorch model's. A mismatch
 fails the export with the numbers (`ExportMismatchError`), so a file that exists is a file that works.
 
 The graph's input is `images` `(B, 3, H, W)`: pictures resized to the input size, RGB in [0, 1]
@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ssd.compare import compare_detections
+from ssd.deploy.compare import compare_detections
+from ssd.deploy.fold import prepare_for_inference
+from ssd.deploy.graphs import GRAPH_OUTPUTS, DetectionGraph, NetworkGraph
+from ssd.deploy.runtime import METADATA_KEY, export_metadata, load_predictor
 from ssd.errors import UserError
-from ssd.export_graph import GRAPH_OUTPUTS, DetectionGraph, NetworkGraph
-from ssd.inference import prepare_for_inference
-from ssd.runtime import METADATA_KEY, export_metadata, load_predictor
 
 FORMATS = ("onnx", "torchscript")
 # onnxruntime 1.16+ runs opset 17 fully on the CPU; NonMaxSuppression needs 11, nothing here needs more.

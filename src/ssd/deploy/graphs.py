@@ -9,7 +9,7 @@ best `detections_per_image` boxes, giving padded tensors and a count per picture
 neither format holds. `DetectionGraph` computes the same detections without either: NMS runs on every
 per-class candidate (exactly what the pruning is proven to reproduce). In ONNX, NMS is the standard
 `NonMaxSuppression` operator (greedy, ties by index, `IoU > threshold` suppresses), applied to each class's
-score-sorted candidates; in TorchScript it is the same vectorised fixed-point greedy NMS as `ssd.nms`.
+score-sorted candidates; in TorchScript it is the same vectorised fixed-point greedy NMS as `ssd.ops.nms`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ssd.nms import fixed_point_passes
+from ssd.ops.nms import fixed_point_passes
 
 GRAPH_OUTPUTS = ("boxes", "scores", "labels", "confs", "num_detections")
 
@@ -36,7 +36,7 @@ class NetworkGraph(nn.Module):
 
 
 def pairwise_iou(boxes: Tensor) -> Tensor:
-    """IoU of every pair within each group, `(G, K, 4)` -> `(G, K, K)`: `ssd.boxes.box_iou`'s arithmetic,
+    """IoU of every pair within each group, `(G, K, 4)` -> `(G, K, K)`: `ssd.ops.boxes.box_iou`'s arithmetic,
     step by step in the same order (so the same float results), written so that TorchScript compiles it."""
     ax1 = boxes[:, :, 0].unsqueeze(-1)
     ay1 = boxes[:, :, 1].unsqueeze(-1)
@@ -58,7 +58,7 @@ def pairwise_iou(boxes: Tensor) -> Tensor:
 def greedy_nms_mask(boxes: Tensor, valid: Tensor, iou_threshold: float) -> Tensor:
     """Greedy NMS on score-sorted groups `(G, K, 4)`; `valid` `(G, K)`; returns which boxes are kept.
 
-    `ssd.nms.resolve_greedy_suppression`'s fixed-point passes, on an IoU that TorchScript compiles.
+    `ssd.ops.nms.resolve_greedy_suppression`'s fixed-point passes, on an IoU that TorchScript compiles.
     """
     if boxes.shape[1] == 0:
         return valid.clone()

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ssd.inference import prepare_for_inference, set_inference_threads, torch_threads
+from ssd.deploy.fold import prepare_for_inference, set_inference_threads, torch_threads
 
 
 def peak_rss_mb() -> float:
@@ -145,8 +145,8 @@ def _onnx_runner(prepared: torch.nn.Module, onnx_dir: str | Path | None):
     """A network-only ONNX export of the model, run by `OnnxPredictor` (pre/post-processing in PyTorch)."""
     import tempfile
 
-    from ssd.export import export_model
-    from ssd.runtime import OnnxPredictor
+    from ssd.deploy.export import export_model
+    from ssd.deploy.runtime import OnnxPredictor
 
     with tempfile.TemporaryDirectory(prefix="ssd-bench-") as temporary:
         folder = Path(onnx_dir) if onnx_dir is not None else Path(temporary)

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ssd.cli.media import MediaFile, find_media, open_video, read_picture, video_frames
 from ssd.errors import UserError
-from ssd.media import MediaFile, find_media, open_video, read_picture, video_frames
-from ssd.viz import class_name, draw_detections
+from ssd.evaluation.drawing import class_name, draw_detections
 
 
 def load_detector(
@@ -36,8 +36,8 @@ def load_detector(
     device: torch.device | str = "cpu",
 ):
     """Anything with `predict(images)`, `class_names` and `num_classes` for a weights or exported file."""
-    from ssd.inference import prepare_for_inference, set_inference_threads
-    from ssd.runtime import is_exported_model, load_predictor
+    from ssd.deploy.fold import prepare_for_inference, set_inference_threads
+    from ssd.deploy.runtime import is_exported_model, load_predictor
 
     weights = Path(weights)
     if not weights.is_file():
@@ -48,7 +48,7 @@ def load_detector(
         if class_names is not None:
             detector.class_names = list(class_names)
         return detector
-    from ssd.engine.checkpoint import load_model
+    from ssd.training.checkpoint import load_model
 
     model = load_model(weights, arch=arch, num_classes=num_classes, class_names=class_names, device=device)
     return prepare_for_inference(model)

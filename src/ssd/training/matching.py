@@ -27,8 +27,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from ssd.boxes import box_area, box_iou, xyxy_to_cxcywh
 from ssd.errors import UserError
+from ssd.ops.boxes import box_area, box_iou, xyxy_to_cxcywh
 
 # Values of `Matches.gt_index` for default boxes that are not matched to an object.
 BACKGROUND = -1

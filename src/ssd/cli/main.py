@@ -1,4 +1,4 @@
-"""The `ssd` command: one sub-command per job, each in its own module under `ssd.commands`.
+"""The `ssd` command: one sub-command per job, each in its own module under `ssd.cli.commands`.
 
 Each module exposes `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`. A command module
 imports only argparse at its top and the heavy libraries inside `run`, so `ssd --help` stays fast and a
@@ -15,13 +15,13 @@ import sys
 from ssd.errors import UserError
 
 COMMANDS = {
-    "train": "ssd.commands.train",
-    "eval": "ssd.commands.evaluate",
-    "detect": "ssd.commands.detect",
-    "export": "ssd.commands.export",
-    "bench": "ssd.commands.bench",
-    "data": "ssd.commands.data",
-    "info": "ssd.commands.info",
+    "train": "ssd.cli.commands.train",
+    "eval": "ssd.cli.commands.evaluate",
+    "detect": "ssd.cli.commands.detect",
+    "export": "ssd.cli.commands.export",
+    "bench": "ssd.cli.commands.bench",
+    "data": "ssd.cli.commands.data",
+    "info": "ssd.cli.commands.info",
 }
 
 

@@ -67,8 +67,8 @@ def _check(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     import warnings
 
+    from ssd.cli.data_show import augmentation_grid, save_grid
     from ssd.data import build_dataset, build_transforms
-    from ssd.data.show import augmentation_grid, save_grid
     from ssd.errors import UserError
 
     if args.pictures < 1 or args.columns < 1 or args.size < 8:

@@ -13,7 +13,7 @@ from PIL import Image
 from ssd.data.dataset import DetectionDataset
 from ssd.data.loader import load_sample
 from ssd.data.transforms import Compose, Resize, SanitizeBoxes
-from ssd.viz import draw_detections
+from ssd.evaluation.drawing import draw_detections
 
 
 def draw_boxes(image: torch.Tensor, target: dict, class_names: list[str]) -> Image.Image:

@@ -42,9 +42,9 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ssd.engine.checkpoint import load_model
-    from ssd.export import export_model
-    from ssd.media import read_picture
+    from ssd.cli.media import read_picture
+    from ssd.deploy.export import export_model
+    from ssd.training.checkpoint import load_model
 
     weights = Path(args.weights)
     class_names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None

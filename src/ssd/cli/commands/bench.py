@@ -35,13 +35,13 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ssd.benchmark import benchmark_model, format_results
+    from ssd.deploy.benchmark import benchmark_model, format_results
     from ssd.errors import UserError
 
     if args.runs < 5:
         raise UserError(f"--runs must be at least 5, got {args.runs}")
     if args.weights:
-        from ssd.engine.checkpoint import load_model
+        from ssd.training.checkpoint import load_model
 
         model = load_model(args.weights, arch=args.arch, num_classes=args.num_classes)
         if model.config.arch != args.arch:
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
         model = build_model(args.arch, num_classes=args.num_classes or 91).eval()
     if args.picture:
-        from ssd.media import read_picture
+        from ssd.cli.media import read_picture
 
         picture = torch.from_numpy(read_picture(Path(args.picture))).permute(2, 0, 1)
     else:

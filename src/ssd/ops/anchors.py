@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ssd.boxes import cxcywh_to_xyxy
+from ssd.ops.boxes import cxcywh_to_xyxy
 
 
 def boxes_per_location(aspect_ratios: Sequence[Sequence[float]]) -> list[int]:

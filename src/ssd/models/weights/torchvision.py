@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ssd.errors import UserError, WeightsMismatchError
 from ssd.models.registry import get_architecture
-from ssd.safe_load import load_pt_file
+from ssd.models.weights.safe_load import load_pt_file
 
 _CHECKPOINT_CONTAINER_KEYS = ("state_dict", "model", "model_state_dict")
 

@@ -125,8 +125,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from ssd.engine.options import TrainOptions, resolve_options
-    from ssd.engine.trainer import Trainer
+    from ssd.training.options import TrainOptions, resolve_options
+    from ssd.training.trainer import Trainer
 
     given = {
         k: v

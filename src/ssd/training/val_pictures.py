@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ssd.viz import draw_detections
+from ssd.evaluation.drawing import draw_detections
 
 
 def draw_predictions(

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from ssd.engine.options import TrainOptions
+from ssd.training.options import TrainOptions
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:

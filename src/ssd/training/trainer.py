@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ssd.engine.checkpoint import (
+from ssd.errors import DatasetError, UserError
+from ssd.training.checkpoint import (
     load_weights_for_finetuning,
     model_checkpoint,
     read_checkpoint,
@@ -32,7 +33,7 @@ from ssd.engine.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from ssd.engine.distributed import (
+from ssd.training.distributed import (
     ShardedBatchSampler,
     all_reduce_sum,
     barrier,
@@ -41,10 +42,9 @@ from ssd.engine.distributed import (
     setup_distributed,
     use_global_normaliser,
 )
-from ssd.engine.ema import ModelEMA
-from ssd.engine.optim import build_optimizer, build_scheduler, scaled_lr
-from ssd.engine.options import TrainOptions
-from ssd.errors import DatasetError, UserError
+from ssd.training.ema import ModelEMA
+from ssd.training.optim import build_optimizer, build_scheduler, scaled_lr
+from ssd.training.options import TrainOptions
 
 LAST = "last.pt"
 RESUME_CHANGES = ("device", "workers", "epochs", "save")
@@ -119,7 +119,7 @@ class Trainer:
         self.run_dir = self._run_dir(resume)
         self.metrics_log = None
         if self.context.is_main:
-            from ssd.engine.metrics_log import MetricsLog
+            from ssd.training.metrics_log import MetricsLog
 
             self.metrics_log = MetricsLog(self.run_dir, options.tensorboard)
         self._announce()
@@ -224,7 +224,7 @@ class Trainer:
         return train_set, val_set
 
     def _build_model(self, resume: dict[str, Any] | None) -> nn.Module:
-        from ssd.config import SSDConfig
+        from ssd.models.config import SSDConfig
         from ssd.models.registry import build_model, make_config
 
         options = self.options
@@ -242,7 +242,7 @@ class Trainer:
             overrides["input_size"] = options.input_size
         config = make_config(options.arch, **overrides)
         if options.anchor_scales != "default":
-            from ssd.engine.anchor_fit import fit_scales, parse_scales
+            from ssd.training.anchor_fit import fit_scales, parse_scales
 
             if options.anchor_scales == "auto":
                 # The first feature map's side, from a dry run of the architecture at this input size.
@@ -610,7 +610,7 @@ class Trainer:
             model.train(was_training)
 
     def _draw_val_pictures(self, epoch: int, result) -> None:
-        from ssd.engine.val_pictures import draw_predictions
+        from ssd.training.val_pictures import draw_predictions
 
         count = min(self.options.val_pictures, len(self.val_set))
         images = [self.val_set[i][0] for i in range(count)]
@@ -693,8 +693,8 @@ def _summary_line(row: dict[str, Any], epochs: int, improved: bool) -> str:
 
 def build_loss(model: nn.Module, options: TrainOptions) -> nn.Module:
     """MultiBoxLoss with the matcher and loss options of the run."""
-    from ssd.loss import MultiBoxLoss
-    from ssd.matching import HungarianMatcher, IoUMatcher
+    from ssd.training.loss import MultiBoxLoss
+    from ssd.training.matching import HungarianMatcher, IoUMatcher
 
     # Hungarian: one default box per object, chosen on the model's own predictions (no IoU threshold).
     matcher = (

@@ -2,7 +2,7 @@
 
 Per batch:
 
-1. a matcher (`ssd.matching`) decides which default boxes learn which object (positives), which learn the
+1. a matcher (`ssd.training.matching`) decides which default boxes learn which object (positives), which learn the
    background (candidate negatives) and which are ignored (inside crowd boxes);
 2. localisation: smooth L1 (or L1) on the encoded offsets of the positives, or 1 - GIoU on their decoded
    boxes;
@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssd.boxes import BoxCoder, elementwise_generalized_box_iou
 from ssd.errors import UserError
-from ssd.matching import HungarianMatcher, IoUMatcher, pad_targets
+from ssd.ops.boxes import BoxCoder, elementwise_generalized_box_iou
+from ssd.training.matching import HungarianMatcher, IoUMatcher, pad_targets
 
 LOC_LOSSES = ("smooth_l1", "l1", "giou")
 

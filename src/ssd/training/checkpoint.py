@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from ssd.config import SSDConfig
 from ssd.errors import UserError
-from ssd.safe_load import load_pt_file
+from ssd.models.config import SSDConfig
+from ssd.models.weights.safe_load import load_pt_file
 
 CHECKPOINT_FORMAT = "ssd-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -85,8 +85,8 @@ def load_model(
     Our checkpoints rebuild themselves (architecture, config, classes). A torchvision SSD checkpoint needs
     `arch`; its class count is read from the file unless given.
     """
-    from ssd.interop.torchvision import read_state_dict
     from ssd.models.registry import build_model
+    from ssd.models.weights.torchvision import read_state_dict
 
     path = Path(path)
     content = load_pt_file(path)
@@ -116,8 +116,8 @@ def load_model(
 def _class_count_of_torchvision_checkpoint(
     state_dict: Mapping[str, torch.Tensor], arch: str, path: Path
 ) -> int:
-    from ssd.anchors import boxes_per_location
     from ssd.models.registry import get_architecture
+    from ssd.ops.anchors import boxes_per_location
 
     head = [
         k
@@ -182,7 +182,7 @@ def load_weights_for_finetuning(model: torch.nn.Module, path: str | Path) -> lis
     """Start `model` from a weights file: one of our checkpoints, a torchvision SSD checkpoint or an ImageNet
     backbone file. Classification headers trained for another number of classes stay freshly initialised;
     anything else that does not fit is an error listing every difference. Returns notes for the user."""
-    from ssd.interop.torchvision import load_mapped_weights
+    from ssd.models.weights.torchvision import load_mapped_weights
 
     path = Path(path)
     content = load_pt_file(path)

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ssd.boxes import BoxCoder
-from ssd.config import SSDConfig
 from ssd.errors import UserError
+from ssd.models.config import SSDConfig
+from ssd.models.postprocess import Detections, PostProcessor
 from ssd.models.preprocess import Preprocess
-from ssd.postprocess import Detections, PostProcessor
+from ssd.ops.boxes import BoxCoder
 
 EXPORT_FORMAT = "ssd-export"
 METADATA_KEY = "ssd"  # ONNX metadata_props key, and the TorchScript extra file's name (ssd.json)
@@ -98,7 +98,7 @@ class ExportedPredictor:
     @property
     def anchors(self) -> Tensor:
         if self._anchors is None:
-            from ssd.anchors import default_boxes_xyxy
+            from ssd.ops.anchors import default_boxes_xyxy
 
             config = self.config
             self._anchors = default_boxes_xyxy(
@@ -151,7 +151,7 @@ class OnnxPredictor(ExportedPredictor):
             import onnxruntime
         except ImportError as error:
             raise UserError("running an ONNX model needs onnxruntime: pip install onnxruntime") from error
-        from ssd.inference import default_threads
+        from ssd.deploy.fold import default_threads
 
         path = Path(path)
         if not path.is_file():
@@ -184,7 +184,7 @@ class OnnxPredictor(ExportedPredictor):
         (2 cores): graph 13.5-14 ms after two-thread PyTorch work, 8.2 ms after one-thread work; a whole
         call 21 ms against 14.5 ms.
         """
-        from ssd.inference import torch_threads
+        from ssd.deploy.fold import torch_threads
 
         with torch_threads(1):
             return super().predict(images)
@@ -200,7 +200,7 @@ class TorchScriptPredictor(ExportedPredictor):
     backend = "torchscript"
 
     def __init__(self, path: str | Path, threads: int | None = None):
-        from ssd.inference import set_inference_threads
+        from ssd.deploy.fold import set_inference_threads
 
         path = Path(path)
         if not path.is_file():
