@@ -3,8 +3,8 @@
 from ssd.models.config import SSDConfig
 from ssd.models.postprocess import PostProcessor
 from ssd.models.registry import available_architectures, build_model
-
-__version__ = "0.1.0"
+from ssd.training.loss import MultiBoxLoss
+from ssd.version import __version__
 
 __all__ = [
     "SSDConfig",
@@ -14,12 +14,3 @@ __all__ = [
     "build_model",
     "__version__",
 ]
-
-
-def __getattr__(name: str):
-    # The loss lives in its own module and pulls in scipy (for Hungarian matching): import it on first use.
-    if name == "MultiBoxLoss":
-        from ssd.training.loss import MultiBoxLoss
-
-        return MultiBoxLoss
-    raise AttributeError(f"module 'ssd' has no attribute {name!r}")

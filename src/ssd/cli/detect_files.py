@@ -48,7 +48,7 @@ def load_detector(
         if class_names is not None:
             detector.class_names = list(class_names)
         return detector
-    from ssd.training.checkpoint import load_model
+    from ssd.models.weights.checkpoint import load_model
 
     model = load_model(weights, arch=arch, num_classes=num_classes, class_names=class_names, device=device)
     return prepare_for_inference(model)

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ssd.ops.anchors import linear_scales
+
 
 @dataclass(frozen=True)
 class SSDConfig:
@@ -78,3 +80,68 @@ class SSDConfig:
         if values.get("steps") is not None:
             values["steps"] = tuple(values["steps"])
         return cls(**values)
+
+
+# The recipes the built-in architectures start from. Scales have one entry per feature map plus one.
+
+
+def ssd300_config(arch: str, image_mean: tuple[float, ...], image_std: tuple[float, ...]) -> SSDConfig:
+    """The SSD paper's SSD300 (torchvision's ssd300_vgg16): six maps at strides 8..300 and its scales."""
+    return _paper_config(
+        arch,
+        300,
+        scales=(0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05),
+        aspect_ratios=((2.0,), (2.0, 3.0), (2.0, 3.0), (2.0, 3.0), (2.0,), (2.0,)),
+        steps=(8, 16, 32, 64, 100, 300),
+        image_mean=image_mean,
+        image_std=image_std,
+    )
+
+
+def ssd512_config(arch: str, image_mean: tuple[float, ...], image_std: tuple[float, ...]) -> SSDConfig:
+    """The SSD paper's SSD512: seven maps at strides 8..512 and its scales."""
+    return _paper_config(
+        arch,
+        512,
+        scales=(0.04, 0.1, 0.26, 0.42, 0.58, 0.74, 0.9, 1.06),
+        aspect_ratios=((2.0,), (2.0, 3.0), (2.0, 3.0), (2.0, 3.0), (2.0, 3.0), (2.0,), (2.0,)),
+        steps=(8, 16, 32, 64, 128, 256, 512),
+        image_mean=image_mean,
+        image_std=image_std,
+    )
+
+
+def _paper_config(arch: str, side: int, **recipe: Any) -> SSDConfig:
+    # The paper's post-processing: score 0.01, NMS 0.45, top-400 per class, 200 detections.
+    return SSDConfig(
+        arch=arch,
+        input_size=(side, side),
+        clip_default_boxes=True,
+        score_threshold=0.01,
+        nms_threshold=0.45,
+        detections_per_image=200,
+        topk_candidates=400,
+        **recipe,
+    )
+
+
+def ssdlite_config(arch: str) -> SSDConfig:
+    """torchvision's SSDLite320 recipe: six maps, scales 0.2-0.95, inputs in [-1, 1], BatchNorm eps 0.001 and
+    momentum 0.03, and its post-processing (score 0.001, NMS 0.55, top-300 per class, 300 detections)."""
+    return SSDConfig(
+        arch=arch,
+        input_size=(320, 320),
+        scales=linear_scales(0.2, 0.95, 6),
+        aspect_ratios=((2.0, 3.0),) * 6,
+        clip_default_boxes=True,
+        image_mean=(0.5, 0.5, 0.5),
+        image_std=(0.5, 0.5, 0.5),
+        head="separable",
+        batchnorm_eps=0.001,
+        batchnorm_momentum=0.03,
+        score_threshold=0.001,
+        nms_threshold=0.55,
+        detections_per_image=300,
+        topk_candidates=300,
+        backbone_options={"reduced_tail": True},
+    )

@@ -1,56 +1,38 @@
-"""Architectures by name. An architecture is a config plus a function that builds its backbone and extras.
+"""Architectures by name: a table that each backbone file adds its architectures to when it is imported.
 
-The heads, default boxes and post-processor are generic (built by `SSD` from what a dry forward pass of the
-backbone and extras finds), so adding an architecture means writing only its feature extractor; see the
-README's "Adding an architecture".
+An architecture is a config plus a function that builds its backbone and extras. The heads, default boxes and
+post-processor are generic (built by `SSD` from what a dry forward pass of the backbone and extras finds), so
+adding an architecture means writing only its feature extractor; see the README's "Adding an architecture".
+This module imports none of the backbones: `ssd.models` imports `ssd.models.backbones`, whose files register
+themselves, so the table is full wherever the package is used.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, fields
+from typing import Any
 
 from torch import nn
 
 from ssd.errors import UserError
 from ssd.models.config import SSDConfig
-
-if TYPE_CHECKING:
-    from ssd.models.ssd import SSD
-
-# One rule of a key map: a regular expression over a foreign key and its replacement (re.sub syntax).
-KeyRule = tuple[str, str]
+from ssd.models.ssd import SSD
 
 
 @dataclass(frozen=True)
 class Architecture:
-    """What the registry knows of one architecture.
+    """What the registry knows of one architecture: its config and how to build its layers.
 
     `build_layers(config)` returns `(backbone, extras)`: the backbone maps a normalised batch to a list of
-    feature maps, and each extra block maps the last map to the next, smaller one.
-    `torchvision_keys` maps torchvision's SSD checkpoint keys to ours, `imagenet_keys` an ImageNet backbone
-    file's; keys matching an `*_ignore` pattern are dropped (e.g. the classifier of an ImageNet file).
+    feature maps, and each extra block maps the last map to the next, smaller one. How foreign weight files
+    map onto it lives in `ssd.models.weights.key_maps`, and how training treats it in `ssd.training.recipes`.
     """
 
     name: str
     config: SSDConfig
     build_layers: Callable[[SSDConfig], tuple[nn.Module, nn.ModuleList]]
     description: str = ""
-    torchvision_keys: Sequence[KeyRule] = ()
-    imagenet_keys: Sequence[KeyRule] = ()
-    imagenet_ignore: Sequence[str] = ()
-    # Backbone layers that SSD adds to the classification network (e.g. VGG's fc6/fc7 as convolutions, the
-    # L2Norm scale): an ImageNet file may lack them, and then they keep their initialisation.
-    imagenet_optional: Sequence[str] = ()
-    # Config changes an ImageNet backbone file needs (e.g. MobileNetV3's full tail instead of the reduced one).
-    imagenet_overrides: dict[str, Any] = field(default_factory=dict)
-    # The augmentation preset training uses unless told otherwise: torchvision's reference recipes use the
-    # SSD paper's pipeline for SSD300/512 and IoU crop + flip (`ssdlite`) for SSDLite.
-    default_augment: str = "ssd"
-    # Whether training on a CPU uses the channels-last memory layout by default (on CUDA it always does).
-    # Measured per architecture, as it helps some and slows others: see docs/training.md.
-    cpu_channels_last: bool = False
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
@@ -64,7 +46,6 @@ def register_architecture(architecture: Architecture) -> Architecture:
 
 
 def get_architecture(name: str) -> Architecture:
-    _load_builtin_architectures()
     if name not in ARCHITECTURES:
         known = ", ".join(sorted(ARCHITECTURES))
         raise UserError(f"unknown architecture {name!r}; known: {known}")
@@ -72,7 +53,6 @@ def get_architecture(name: str) -> Architecture:
 
 
 def available_architectures() -> list[str]:
-    _load_builtin_architectures()
     return sorted(ARCHITECTURES)
 
 
@@ -105,8 +85,6 @@ def build_model(
     `num_classes` counts the background (class 0): a dataset with 3 object classes needs `num_classes=4`.
     `overrides` change the architecture's config, e.g. `input_size=512` or `score_threshold=0.3`.
     """
-    from ssd.models.ssd import SSD
-
     if num_classes < 2:
         raise UserError(f"num_classes={num_classes}: it counts the background, so it must be at least 2")
     if class_names is not None and len(class_names) != num_classes - 1:
@@ -118,8 +96,3 @@ def build_model(
     config = config.replace(**overrides) if config is not None else make_config(arch, **overrides)
     backbone, extras = architecture.build_layers(config)
     return SSD(config, backbone, extras, num_classes=num_classes, class_names=class_names)
-
-
-def _load_builtin_architectures() -> None:
-    # Importing the backbone modules registers their architectures.
-    from ssd.models.backbones import mobilenetv3, mobilenetv3_small, resnet, vgg  # noqa: F401

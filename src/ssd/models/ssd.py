@@ -14,6 +14,8 @@ from ssd.models.config import SSDConfig
 from ssd.models.heads import build_headers, flatten_header_output
 from ssd.models.postprocess import Detections, PostProcessor
 from ssd.models.preprocess import Preprocess
+from ssd.models.summary import model_summary
+from ssd.models.weights.torchvision import load_torchvision_weights
 from ssd.ops.anchors import boxes_per_location, default_boxes_xyxy
 from ssd.ops.boxes import BoxCoder
 
@@ -152,11 +154,7 @@ class SSD(nn.Module):
 
     def load_torchvision(self, path: str | Path) -> list[str]:
         """Load a torchvision SSD checkpoint or an ImageNet backbone file; returns notes on what was done."""
-        from ssd.models.weights.torchvision import load_torchvision_weights
-
         return load_torchvision_weights(self, path)
 
     def summary(self) -> dict[str, Any]:
-        from ssd.models.summary import model_summary
-
         return model_summary(self)

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from ssd.errors import UserError
@@ -317,6 +316,9 @@ class HungarianMatcher(_MatcherBase):
         if self.top_up:
             best_iou, best_gt = object_iou.max(-1)
             gt_index = torch.where(best_iou >= self.threshold, best_gt, BACKGROUND)
+        # Imported here: scipy.optimize takes 0.3 s to import, and only this matcher needs it.
+        from scipy.optimize import linear_sum_assignment
+
         cost = self.cost(anchors, gt, pred_boxes, cls_logits).float().cpu().numpy()
         objects = (gt.valid & ~gt.crowd).cpu().numpy()
         assigned = np.full(objects.shape, -1, dtype=np.int64)

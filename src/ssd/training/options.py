@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ssd.errors import UserError
+from ssd.models.registry import get_architecture
+from ssd.training.recipes import SYNTHETIC_RECIPE, architecture_defaults
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("cosine", "multistep")
@@ -84,10 +86,9 @@ class TrainOptions:
     resume: str | None = None
 
     def __post_init__(self) -> None:
+        get_architecture(self.arch)  # an unknown name fails here, before any work
         if self.augment is None:
-            from ssd.models.registry import get_architecture
-
-            self.augment = get_architecture(self.arch).default_augment
+            self.augment = architecture_defaults(self.arch).augment
 
     def validate(self) -> None:
         def choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -141,24 +142,6 @@ class TrainOptions:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str = "options") -> TrainOptions:
         return cls(**_checked(values, source))
-
-
-# What `ssd train` with no arguments runs: mobilenetv3_ssd on the synthetic shapes, a few minutes on a 2-core
-# CPU, measured to reach synthetic mAP@0.5 above 0.5 (see docs/training.md). Flags and YAML values win.
-SYNTHETIC_RECIPE: dict[str, Any] = {
-    "epochs": 10,
-    "batch_size": 16,
-    "input_size": 160,
-    "synthetic_train": 800,
-    "synthetic_val": 96,
-    "synthetic_image_size": 160,
-    "optimizer": "adamw",
-    "lr": 0.003,
-    "weight_decay": 0.0005,
-    "warmup_epochs": 0.5,
-    "augment": "ssdlite",
-    "precise_bn": 8,
-}
 
 
 def _field_types() -> dict[str, Any]:

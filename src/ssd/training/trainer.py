@@ -25,12 +25,10 @@ import torch
 from torch import nn
 
 from ssd.errors import DatasetError, UserError
-from ssd.training.checkpoint import (
+from ssd.models.weights.checkpoint import (
     load_weights_for_finetuning,
     model_checkpoint,
     read_checkpoint,
-    restore_rng_state,
-    rng_state,
     save_checkpoint,
 )
 from ssd.training.distributed import (
@@ -45,6 +43,8 @@ from ssd.training.distributed import (
 from ssd.training.ema import ModelEMA
 from ssd.training.optim import build_optimizer, build_scheduler, scaled_lr
 from ssd.training.options import TrainOptions
+from ssd.training.random_state import restore_rng_state, rng_state
+from ssd.training.recipes import architecture_defaults
 
 LAST = "last.pt"
 RESUME_CHANGES = ("device", "workers", "epochs", "save")
@@ -286,9 +286,7 @@ class Trainer:
         if options.channels_last is not None:
             self.channels_last = options.channels_last
         else:
-            from ssd.models.registry import get_architecture
-
-            self.channels_last = cuda or get_architecture(self.model.config.arch).cpu_channels_last
+            self.channels_last = cuda or architecture_defaults(self.model.config.arch).cpu_channels_last
 
         model = self.model.to(device)
         if self.channels_last:

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ssd.cli.media import read_picture
     from ssd.deploy.export import export_model
-    from ssd.training.checkpoint import load_model
+    from ssd.models.weights.checkpoint import load_model
 
     weights = Path(args.weights)
     class_names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None

@@ -1,16 +1,18 @@
 """`mobilenetv3_small_ssd`: SSDLite on MobileNetV3-Small, about 3x cheaper than `mobilenetv3_ssd`.
 
-This file is the README's example of adding an architecture: a block table, a layer builder and a config.
-The heads, default boxes, post-processing, training and export come with the registry.
+This file is the README's example of adding an architecture: a block table, a layer builder, a config and
+the key map of its ImageNet file. The heads, default boxes, post-processing, training and export come with
+the registry; one line in `backbones/__init__.py` imports it.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from ssd.models.backbones.mobilenetv3 import build_ssdlite_layers, ssdlite_config
-from ssd.models.config import SSDConfig
+from ssd.models.backbones.mobilenetv3 import build_ssdlite_layers
+from ssd.models.config import SSDConfig, ssdlite_config
 from ssd.models.registry import Architecture, register_architecture
+from ssd.models.weights.key_maps import KeyMaps, register_key_maps
 
 # (in, kernel, expanded, out, squeeze-excite, activation, stride): MobileNetV3-Small's inverted residuals.
 SMALL_BLOCKS = [
@@ -38,9 +40,14 @@ MOBILENETV3_SMALL_SSD = register_architecture(
         description="SSDLite320 on MobileNetV3-Small",
         config=ssdlite_config("mobilenetv3_small_ssd"),
         build_layers=build_mobilenetv3_small_ssd_layers,
-        imagenet_keys=[(r"^features\.", "backbone.features.")],  # torchvision's mobilenet_v3_small layout
+    )
+)
+# ImageNet files in torchvision's mobilenet_v3_small layout; they need the full tail.
+register_key_maps(
+    "mobilenetv3_small_ssd",
+    KeyMaps(
+        imagenet=[(r"^features\.", "backbone.features.")],
         imagenet_ignore=[r"^classifier\."],
         imagenet_overrides={"reduced_tail": False},
-        default_augment="ssdlite",  # torchvision's SSDLite recipe: IoU crop and flip
-    )
+    ),
 )

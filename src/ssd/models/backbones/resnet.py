@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ssd.models.config import SSDConfig
+from ssd.models.config import SSDConfig, ssd300_config
 from ssd.models.layers import ConvBNAct
 from ssd.models.registry import Architecture, register_architecture
+from ssd.models.weights.key_maps import KeyMaps, register_key_maps
 
 
 class Bottleneck(nn.Module):
@@ -95,22 +96,14 @@ RESNET50_SSD300 = register_architecture(
     Architecture(
         name="resnet50_ssd300",
         description="SSD300 on ResNet-50 truncated after conv4 (NVIDIA's SSD300 v1.1)",
-        config=SSDConfig(
-            arch="resnet50_ssd300",
-            input_size=(300, 300),
-            scales=(0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05),
-            aspect_ratios=((2.0,), (2.0, 3.0), (2.0, 3.0), (2.0, 3.0), (2.0,), (2.0,)),
-            steps=(8, 16, 32, 64, 100, 300),
-            clip_default_boxes=True,
-            image_mean=(0.485, 0.456, 0.406),
-            image_std=(0.229, 0.224, 0.225),
-            score_threshold=0.01,
-            nms_threshold=0.45,
-            detections_per_image=200,
-            topk_candidates=400,
-        ),
+        config=ssd300_config("resnet50_ssd300", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
         build_layers=build_resnet50_ssd300_layers,
-        imagenet_keys=[(r"^(conv1|bn1|layer1|layer2|layer3)\.", r"backbone.\1.")],
-        imagenet_ignore=[r"^layer4\.", r"^fc\."],
     )
+)
+register_key_maps(
+    "resnet50_ssd300",
+    KeyMaps(
+        imagenet=[(r"^(conv1|bn1|layer1|layer2|layer3)\.", r"backbone.\1.")],
+        imagenet_ignore=[r"^layer4\.", r"^fc\."],
+    ),
 )

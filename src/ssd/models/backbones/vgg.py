@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ssd.models.config import SSDConfig
+from ssd.models.config import SSDConfig, ssd300_config, ssd512_config
 from ssd.models.layers import L2Norm, init_conv_xavier
 from ssd.models.registry import Architecture, register_architecture
+from ssd.models.weights.key_maps import KeyMaps, register_key_maps
 
 _VGG16_LAYOUT = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
 _CONV4_3_RELU = 22  # index in `features` of conv4_3's ReLU: the first map SSD uses
@@ -119,49 +120,22 @@ VGG16_SSD300 = register_architecture(
     Architecture(
         name="vgg16_ssd300",
         description="SSD300 on VGG-16, the paper's network (torchvision's ssd300_vgg16)",
-        config=SSDConfig(
-            arch="vgg16_ssd300",
-            input_size=(300, 300),
-            scales=(0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05),
-            aspect_ratios=((2.0,), (2.0, 3.0), (2.0, 3.0), (2.0, 3.0), (2.0,), (2.0,)),
-            steps=(8, 16, 32, 64, 100, 300),
-            clip_default_boxes=True,
-            image_mean=_VGG_MEAN,
-            image_std=_VGG_STD,
-            score_threshold=0.01,
-            nms_threshold=0.45,
-            detections_per_image=200,
-            topk_candidates=400,
-        ),
+        config=ssd300_config("vgg16_ssd300", _VGG_MEAN, _VGG_STD),
         build_layers=build_vgg16_ssd300_layers,
-        torchvision_keys=_TORCHVISION_KEYS,
-        imagenet_keys=_IMAGENET_KEYS,
-        imagenet_ignore=[r"^classifier\.", r"^(29|30|32|34)\."],
-        imagenet_optional=[r"^backbone\.fc\.", r"^backbone\.l2norm\."],
     )
 )
-
 VGG16_SSD512 = register_architecture(
     Architecture(
         name="vgg16_ssd512",
         description="SSD512 on VGG-16, the paper's higher-resolution network",
-        config=SSDConfig(
-            arch="vgg16_ssd512",
-            input_size=(512, 512),
-            scales=(0.04, 0.1, 0.26, 0.42, 0.58, 0.74, 0.9, 1.06),
-            aspect_ratios=((2.0,), (2.0, 3.0), (2.0, 3.0), (2.0, 3.0), (2.0, 3.0), (2.0,), (2.0,)),
-            steps=(8, 16, 32, 64, 128, 256, 512),
-            clip_default_boxes=True,
-            image_mean=_VGG_MEAN,
-            image_std=_VGG_STD,
-            score_threshold=0.01,
-            nms_threshold=0.45,
-            detections_per_image=200,
-            topk_candidates=400,
-        ),
+        config=ssd512_config("vgg16_ssd512", _VGG_MEAN, _VGG_STD),
         build_layers=build_vgg16_ssd512_layers,
-        imagenet_keys=_IMAGENET_KEYS,
-        imagenet_ignore=[r"^classifier\.", r"^(29|30|32|34)\."],
-        imagenet_optional=[r"^backbone\.fc\.", r"^backbone\.l2norm\."],
     )
 )
+_IMAGENET_MAPS = {
+    "imagenet": _IMAGENET_KEYS,
+    "imagenet_ignore": [r"^classifier\.", r"^(29|30|32|34)\."],
+    "imagenet_optional": [r"^backbone\.fc\.", r"^backbone\.l2norm\."],
+}
+register_key_maps("vgg16_ssd300", KeyMaps(torchvision=_TORCHVISION_KEYS, **_IMAGENET_MAPS))
+register_key_maps("vgg16_ssd512", KeyMaps(**_IMAGENET_MAPS))

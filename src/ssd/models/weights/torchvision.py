@@ -16,7 +16,7 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from ssd.errors import UserError, WeightsMismatchError
-from ssd.models.registry import get_architecture
+from ssd.models.weights.key_maps import key_maps_for
 from ssd.models.weights.safe_load import load_pt_file
 
 _CHECKPOINT_CONTAINER_KEYS = ("state_dict", "model", "model_state_dict")
@@ -62,18 +62,19 @@ def map_keys(
 
 def load_torchvision_weights(model: nn.Module, path: str | Path) -> list[str]:
     """Load a torchvision SSD checkpoint or ImageNet backbone file into `model`; returns notes for the user."""
-    architecture = get_architecture(model.config.arch)
+    arch = model.config.arch
+    maps = key_maps_for(arch)
     state_dict = read_state_dict(path)
     if is_torchvision_ssd_checkpoint(state_dict):
-        if not architecture.torchvision_keys:
-            raise WeightsMismatchError(f"{path}: torchvision has no SSD checkpoint for {architecture.name}")
-        mapped, unmatched = map_keys(state_dict, architecture.torchvision_keys)
+        if not maps.torchvision:
+            raise WeightsMismatchError(f"{path}: torchvision has no SSD checkpoint for {arch}")
+        mapped, unmatched = map_keys(state_dict, maps.torchvision)
         scope = "all"
     else:
-        mapped, unmatched = map_keys(state_dict, architecture.imagenet_keys, architecture.imagenet_ignore)
+        mapped, unmatched = map_keys(state_dict, maps.imagenet, maps.imagenet_ignore)
         scope = "backbone"
     return load_mapped_weights(
-        model, mapped, unmatched, path, scope, architecture.imagenet_overrides, architecture.imagenet_optional
+        model, mapped, unmatched, path, scope, maps.imagenet_overrides, maps.imagenet_optional
     )
 
 

@@ -1,4 +1,4 @@
-"""Checkpoints: written atomically, read with `weights_only=True`, and enough to rebuild the model alone.
+"""Our checkpoint files: written atomically, read with `weights_only=True`, and enough to rebuild the model alone.
 
 A checkpoint is a dict of plain types and tensors:
   format, format_version, ssd_version   what wrote it
@@ -6,6 +6,7 @@ A checkpoint is a dict of plain types and tensors:
   model                                 the model's state dict (what inference uses, unless `ema` is present)
   ema                                   the EMA weights' state dict, or absent
   optimizer, scheduler, scaler, epoch, step, rng, metrics, command   training state, for an exact resume
+                                       (written by `ssd.training`, which reads it back to resume)
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ import torch
 
 from ssd.errors import UserError
 from ssd.models.config import SSDConfig
+from ssd.models.registry import build_model, get_architecture
 from ssd.models.weights.safe_load import load_pt_file
+from ssd.models.weights.torchvision import load_mapped_weights, read_state_dict
+from ssd.ops.anchors import boxes_per_location
+from ssd.version import __version__
 
 CHECKPOINT_FORMAT = "ssd-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -28,8 +33,6 @@ CHECKPOINT_VERSION = 1
 
 def save_checkpoint(path: str | Path, checkpoint: Mapping[str, Any]) -> Path:
     """Write to a temporary file in the same folder, then rename: a crash never leaves a half-written file."""
-    from ssd import __version__
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     content = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "ssd_version": __version__}
@@ -85,9 +88,6 @@ def load_model(
     Our checkpoints rebuild themselves (architecture, config, classes). A torchvision SSD checkpoint needs
     `arch`; its class count is read from the file unless given.
     """
-    from ssd.models.registry import build_model
-    from ssd.models.weights.torchvision import read_state_dict
-
     path = Path(path)
     content = load_pt_file(path)
     if is_ssd_checkpoint(content):
@@ -116,9 +116,6 @@ def load_model(
 def _class_count_of_torchvision_checkpoint(
     state_dict: Mapping[str, torch.Tensor], arch: str, path: Path
 ) -> int:
-    from ssd.models.registry import get_architecture
-    from ssd.ops.anchors import boxes_per_location
-
     head = [
         k
         for k in state_dict
@@ -133,57 +130,10 @@ def _class_count_of_torchvision_checkpoint(
     return outputs // per_location
 
 
-def rng_state() -> dict[str, Any]:
-    """Every random generator training draws from, as plain types and tensors (loads with weights_only)."""
-    import random
-
-    import numpy as np
-
-    kind, keys, position, has_gauss, cached = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "python": _to_plain(random.getstate()),
-        "numpy": {
-            "kind": kind,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "position": int(position),
-            "has_gauss": int(has_gauss),
-            "cached": float(cached),
-        },
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: Mapping[str, Any]) -> None:
-    import random
-
-    import numpy as np
-
-    torch.set_rng_state(state["torch"])
-    random.setstate(_to_tuple(state["python"]))
-    saved = state["numpy"]
-    keys = saved["keys"].numpy().astype(np.uint32)
-    np.random.set_state((saved["kind"], keys, saved["position"], saved["has_gauss"], saved["cached"]))
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _to_plain(value: Any) -> Any:
-    return [_to_plain(v) for v in value] if isinstance(value, (tuple, list)) else value
-
-
-def _to_tuple(value: Any) -> Any:
-    return tuple(_to_tuple(v) for v in value) if isinstance(value, list) else value
-
-
 def load_weights_for_finetuning(model: torch.nn.Module, path: str | Path) -> list[str]:
     """Start `model` from a weights file: one of our checkpoints, a torchvision SSD checkpoint or an ImageNet
     backbone file. Classification headers trained for another number of classes stay freshly initialised;
     anything else that does not fit is an error listing every difference. Returns notes for the user."""
-    from ssd.models.weights.torchvision import load_mapped_weights
-
     path = Path(path)
     content = load_pt_file(path)
     if not is_ssd_checkpoint(content):

@@ -1,0 +1,3 @@
+"""The package version, recorded in every checkpoint and exported file."""
+
+__version__ = "0.1.0"
