@@ -150,7 +150,7 @@ def test_fitted_scales_lower_the_first_map_to_the_small_boxes():
 @pytest.mark.parametrize("matcher, loc_loss", [("iou", "smooth_l1"), ("hungarian", "giou")])
 def test_every_matcher_and_localisation_loss_trains(matcher, loc_loss):
     from ssd import build_model
-    from ssd.training.trainer import build_loss
+    from ssd.training.loss import build_loss
 
     model = build_model("mobilenetv3_ssd", num_classes=3, input_size=128).train()
     loss = build_loss(model, TrainOptions(matcher=matcher, loc_loss=loc_loss))

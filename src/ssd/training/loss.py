@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from ssd.errors import UserError
 from ssd.ops.boxes import BoxCoder, elementwise_generalized_box_iou
 from ssd.training.matching import HungarianMatcher, IoUMatcher, pad_targets
+from ssd.training.options import TrainOptions
 
 LOC_LOSSES = ("smooth_l1", "l1", "giou")
 
@@ -178,3 +179,18 @@ class MultiBoxLoss(nn.Module):
         if self.loc_loss == "smooth_l1":
             return F.smooth_l1_loss(pred, target, beta=1.0, reduction="sum")
         return F.l1_loss(pred, target, reduction="sum")
+
+
+def build_loss(model: nn.Module, options: TrainOptions) -> MultiBoxLoss:
+    """MultiBoxLoss with the matcher and loss options of a training run."""
+    # Hungarian: one default box per object, chosen on the model's own predictions (no IoU threshold).
+    matcher = (
+        HungarianMatcher() if options.matcher == "hungarian" else IoUMatcher(threshold=options.iou_threshold)
+    )
+    return MultiBoxLoss.for_model(
+        model,
+        matcher=matcher,
+        neg_pos_ratio=options.neg_pos_ratio,
+        loc_loss=options.loc_loss,
+        loc_weight=options.loc_weight,
+    )

@@ -4,12 +4,40 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
 from ssd.evaluation.drawing import draw_detections
+from ssd.training.hooks.base import Hook
+
+if TYPE_CHECKING:
+    from ssd.training.trainer import Trainer
+
+
+class ValidationPictures(Hook):
+    """After each evaluation, the first `count` validation pictures with their predictions, one row of tiles
+    in `pictures/epoch_NNN.jpg`."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def after_epoch(self, trainer: Trainer, row: dict) -> None:
+        result = trainer.evaluation
+        if result is None:
+            return
+        val_set = trainer.parts.data.val_set
+        count = min(self.count, len(val_set))
+        images = [val_set[i][0] for i in range(count)]
+        draw_predictions(
+            images,
+            result.detections[:count],
+            result.targets[:count],
+            result.class_names,
+            trainer.parts.run_dir / "pictures" / f"epoch_{row['epoch']:03d}.jpg",
+        )
 
 
 def draw_predictions(

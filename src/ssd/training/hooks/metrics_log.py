@@ -10,7 +10,13 @@ import csv
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ssd.errors import UserError
+from ssd.training.hooks.base import Hook
+
+if TYPE_CHECKING:
+    from ssd.training.trainer import Trainer
 
 COLUMNS = (
     "epoch",
@@ -31,7 +37,9 @@ COLUMNS = (
 )
 
 
-class MetricsLog:
+class MetricsLog(Hook):
+    """Rank 0's record of the run, rewritten after every epoch."""
+
     def __init__(self, run_dir: str | Path, tensorboard: bool | None = None):
         self.run_dir = Path(run_dir)
         self.csv_path = self.run_dir / "metrics.csv"
@@ -60,6 +68,9 @@ class MetricsLog:
             self.writer.flush()
         write_plots(history, self.run_dir)
 
+    def after_epoch(self, trainer: Trainer, row: dict[str, Any]) -> None:
+        self.write(trainer.history)
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
@@ -80,8 +91,6 @@ def _tensorboard_writer(folder: Path, wanted: bool | None):
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         if wanted:
-            from ssd.errors import UserError
-
             raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
         return None
     return SummaryWriter(log_dir=str(folder))

@@ -1,0 +1,24 @@
+"""The jobs around the training loop, one file each; see `base.Hook` for the points where they run."""
+
+from ssd.training.hooks.bad_steps import BadStepLog
+from ssd.training.hooks.base import BadStep, Hook
+from ssd.training.hooks.checkpointer import Checkpointer
+from ssd.training.hooks.console import ConsoleReport
+from ssd.training.hooks.evaluation import Evaluation
+from ssd.training.hooks.metrics_log import MetricsLog
+from ssd.training.hooks.precise_bn import PreciseBatchNorm
+from ssd.training.hooks.progress import ProgressBar
+from ssd.training.hooks.val_pictures import ValidationPictures
+
+__all__ = [
+    "BadStep",
+    "BadStepLog",
+    "Checkpointer",
+    "ConsoleReport",
+    "Evaluation",
+    "Hook",
+    "MetricsLog",
+    "PreciseBatchNorm",
+    "ProgressBar",
+    "ValidationPictures",
+]

@@ -1,0 +1,59 @@
+"""Checkpoints of a run: `last.pt` after every epoch, `best.pt` when validation mAP improves, `--save` at the end.
+
+Only rank 0 writes. A checkpoint holds everything an exact resume needs (see `training_checkpoint`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ssd.models.weights.checkpoint import model_checkpoint, save_checkpoint
+from ssd.training.hooks.base import Hook
+from ssd.training.random_state import rng_state
+from ssd.training.resume import LAST
+
+if TYPE_CHECKING:
+    from ssd.training.trainer import Trainer, TrainResult
+
+BEST = "best.pt"
+
+
+class Checkpointer(Hook):
+    def after_epoch(self, trainer: Trainer, row: dict) -> None:
+        checkpoint = training_checkpoint(trainer, row["epoch"])
+        run_dir = trainer.parts.run_dir
+        save_checkpoint(run_dir / LAST, checkpoint)
+        if trainer.improved:
+            save_checkpoint(run_dir / BEST, checkpoint)
+
+    def after_run(self, trainer: Trainer, result: TrainResult) -> None:
+        if result.final_checkpoint is not None:
+            save_checkpoint(result.final_checkpoint, training_checkpoint(trainer, trainer.options.epochs))
+
+
+def training_checkpoint(trainer: Trainer, epochs_done: int) -> dict[str, Any]:
+    """The model (and its EMA), the optimiser, schedule and scaler, the counters, every random generator's
+    state, the history and the options: a resumed run ends with the same weights as an unbroken one."""
+    parts = trainer.parts
+    ema = parts.ema
+    return model_checkpoint(
+        parts.model,
+        ema=ema.state_dict() if ema is not None else None,
+        ema_updates=ema.updates if ema is not None else 0,
+        optimizer=parts.optimizer.state_dict(),
+        scheduler=parts.scheduler.state_dict(),
+        scaler=parts.scaler.state_dict() if parts.amp else None,
+        epoch=epochs_done,
+        step=trainer.step,
+        rng=rng_state(),
+        metrics=trainer.history,
+        best_map=trainer.best_map,
+        options=trainer.options.to_dict(),
+        command=trainer.command,
+    )
+
+
+def best_checkpoint(run_dir: Path) -> Path | None:
+    path = run_dir / BEST
+    return path if path.exists() else None

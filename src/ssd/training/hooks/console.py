@@ -1,0 +1,82 @@
+"""What a person reads in the terminal: the run's set-up, one line per epoch, and where everything went."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ssd.training.hooks.base import Hook
+
+if TYPE_CHECKING:
+    from ssd.training.trainer import Trainer, TrainResult
+
+
+class ConsoleReport(Hook):
+    """Rank 0 only; each line goes to the trainer's `emit` (print by default)."""
+
+    def before_run(self, trainer: Trainer) -> None:
+        options, context, parts = trainer.options, trainer.context, trainer.parts
+        data, model = parts.data, parts.model
+        say = trainer.emit
+        place = f"{context.device}" + (f" x {context.world_size} processes" if context.enabled else "")
+        say(
+            f"training {options.arch} on {options.datapath} ('{data.train_split}': {len(data.train_set)} pictures, "
+            f"{data.train_boxes} boxes; classes: {', '.join(data.train_set.class_names)}; "
+            f"num_classes={model.num_classes} with background)"
+        )
+        say(
+            f"  {options.epochs} epochs x {parts.steps_per_epoch} steps, batch {options.batch_size}"
+            + (f" per process ({options.batch_size * context.world_size} global)" if context.enabled else "")
+            + f", {options.optimizer} lr {parts.lr:g}, {options.scheduler}, input {model.config.input_size[0]}, "
+            f"augment '{options.augment}', matcher {options.matcher}, on {place}"
+            + (", AMP" if parts.amp else "")
+            + (", EMA" if parts.ema is not None else "")
+        )
+        if options.anchor_scales != "default":
+            say(f"  default-box scales: {', '.join(f'{s:g}' for s in model.config.scales)}")
+        for note in parts.weight_notes:
+            say(f"  {note}")
+        if trainer.start_epoch:
+            say(f"  resuming from {options.resume} after epoch {trainer.start_epoch}")
+        say(f"  outputs: {parts.run_dir}/")
+
+    def after_epoch(self, trainer: Trainer, row: dict[str, Any]) -> None:
+        trainer.emit(epoch_line(row, trainer.options.epochs, trainer.improved))
+
+    def after_run(self, trainer: Trainer, result: TrainResult) -> None:
+        say = trainer.emit
+        if not result.history:
+            say(f"nothing to do: the checkpoint already holds {trainer.options.epochs} epochs")
+            return
+        last = result.history[-1]
+        val_split = trainer.parts.data.val_split
+        say(f"done in {result.seconds:.0f} s.")
+        if last.get("mAP") is not None:
+            say(
+                f"  validation ('{val_split}'): mAP {last['mAP']:.3f}, mAP@0.5 {last['mAP50']:.3f} "
+                f"(best mAP {result.best_map:.3f})"
+            )
+        say(f"  run folder: {result.run_dir}/ (metrics.csv, loss.png, lr.png, map.png, pictures/)")
+        say(
+            f"  checkpoints: {result.last_checkpoint}"
+            + (f", {result.best_checkpoint} (best mAP)" if result.best_checkpoint else "")
+        )
+        if result.final_checkpoint is not None:
+            say(f"  final checkpoint: {result.final_checkpoint}")
+        weights = result.final_checkpoint or result.best_checkpoint or result.last_checkpoint
+        say(
+            f"  next: ssd eval --weights {weights} --datapath {trainer.options.datapath}"
+            + (f" --split {val_split}" if val_split != "none" else "")
+        )
+
+
+def epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:
+    line = (
+        f"epoch {row['epoch']}/{epochs}: loss {row['loss']:.4f} (loc {row['loc_loss']:.4f}, conf "
+        f"{row['conf_loss']:.4f}), train_acc {row['train_acc']:.3f}, lr {row['lr']:.2e}, "
+        f"{row['pictures_per_s']:.1f} img/s, {row['train_seconds']:.0f} s"
+    )
+    if row.get("bad_steps"):
+        line += f", {row['bad_steps']} skipped steps"
+    if row.get("mAP") is not None:
+        line += f" | val mAP {row['mAP']:.3f}, mAP@0.5 {row['mAP50']:.3f}" + (" (best)" if improved else "")
+    return line

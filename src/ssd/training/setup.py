@@ -1,0 +1,216 @@
+"""Setting up a run: its model, where it runs, its loader, loss, optimiser and schedule, and its folder.
+
+Everything here happens once, before the first step; the trainer then only loops. A resumed run rebuilds
+the same parts from its checkpoint and continues with their saved state.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ssd.data import build_transforms
+from ssd.data.loader import AugmentedDataset, SeededSampler, collate_detection
+from ssd.errors import UserError
+from ssd.evaluation import Evaluator
+from ssd.models.config import SSDConfig
+from ssd.models.registry import build_model, make_config
+from ssd.models.ssd import SSD
+from ssd.models.weights.checkpoint import load_weights_for_finetuning
+from ssd.training.anchor_fit import fit_scales, parse_scales
+from ssd.training.datasets import TrainingData
+from ssd.training.distributed import (
+    DistributedContext,
+    ShardedBatchSampler,
+    convert_sync_batchnorm,
+    use_global_normaliser,
+)
+from ssd.training.ema import ModelEMA
+from ssd.training.loss import build_loss
+from ssd.training.optim import build_optimizer, build_scheduler, scaled_lr
+from ssd.training.options import TrainOptions
+from ssd.training.recipes import architecture_defaults
+from ssd.training.resume import ResumePoint
+
+
+@dataclass
+class TrainingParts:
+    """What a run is made of; built once by `set_up_training`."""
+
+    data: TrainingData
+    model: SSD  # the module whose weights are trained and saved (not wrapped)
+    ddp_model: nn.Module  # what the steps call: `model`, or DistributedDataParallel around it
+    ema: ModelEMA | None
+    device: torch.device
+    amp: bool
+    channels_last: bool
+    batch_sampler: ShardedBatchSampler
+    loader: torch.utils.data.DataLoader
+    criterion: nn.Module
+    lr: float  # the rate the schedule starts from, scaled to the global batch
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    evaluator: Evaluator | None  # rank 0 only, and only with a validation split
+    run_dir: Path
+    weight_notes: list[str] = field(default_factory=list)  # what loading --weights did
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.batch_sampler)
+
+
+def set_up_training(
+    options: TrainOptions,
+    data: TrainingData,
+    context: DistributedContext,
+    resume: ResumePoint | None,
+    progress: bool,
+) -> TrainingParts:
+    model, notes = _training_model(options, data, resume)
+    device = context.device
+    cuda = device.type == "cuda"
+    amp = options.amp if options.amp is not None else cuda
+    if amp and not cuda:
+        raise UserError("--amp needs a CUDA device; this run is on " + str(device))
+    channels_last = options.channels_last
+    if channels_last is None:
+        channels_last = cuda or architecture_defaults(model.config.arch).cpu_channels_last
+
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if options.sync_bn and context.enabled:
+        model = convert_sync_batchnorm(model, device)
+    ema = ModelEMA(model, options.ema_decay) if options.ema else None
+
+    # The loader: the data package's seeded order, cut into this process's share of each global batch.
+    transform = build_transforms(options.augment, model.config.input_size)
+    sampler = SeededSampler(len(data.train_set), shuffle=True, seed=options.seed)
+    batch_sampler = ShardedBatchSampler(sampler, options.batch_size, context.rank, context.world_size)
+    workers = options.workers if options.workers is not None else _default_workers(device, context)
+    loader = torch.utils.data.DataLoader(
+        AugmentedDataset(data.train_set, transform),
+        batch_sampler=batch_sampler,
+        num_workers=workers,
+        collate_fn=collate_detection,
+        persistent_workers=workers > 0,
+        pin_memory=cuda,
+    )
+
+    criterion = build_loss(model, options)
+    use_global_normaliser(criterion, context)
+    lr = scaled_lr(options, context.world_size)
+    optimizer = build_optimizer(model, options, lr)
+    scheduler = build_scheduler(optimizer, options, len(batch_sampler))
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    ddp_model = model
+    if context.enabled:
+        ddp_model = DistributedDataParallel(
+            model,
+            device_ids=[device.index] if cuda else None,
+            find_unused_parameters=options.freeze_backbone > 0,
+        )
+    evaluator = None
+    if data.val_set is not None and context.is_main:
+        evaluator = Evaluator(data.val_set, batch_size=options.eval_batch_size, progress=progress)
+
+    if resume is not None:
+        state = resume.checkpoint
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"], state.get("ema_updates", 0))
+
+    return TrainingParts(
+        data=data,
+        model=model,
+        ddp_model=ddp_model,
+        ema=ema,
+        device=device,
+        amp=amp,
+        channels_last=channels_last,
+        batch_sampler=batch_sampler,
+        loader=loader,
+        criterion=criterion,
+        lr=lr,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        evaluator=evaluator,
+        run_dir=_run_dir(options, resume, context),
+        weight_notes=notes,
+    )
+
+
+def _training_model(
+    options: TrainOptions, data: TrainingData, resume: ResumePoint | None
+) -> tuple[SSD, list[str]]:
+    """The model to train, and notes on the weights it starts from."""
+    class_names = list(data.train_set.class_names)
+    if resume is not None:
+        state = resume.checkpoint
+        stored = state.get("class_names")
+        if stored is not None and list(stored) != class_names:
+            raise UserError(
+                f"{resume.path} was trained on classes {list(stored)}, but {options.datapath} has {class_names}"
+            )
+        config = SSDConfig.from_dict(state["config"])
+        model = build_model(
+            state["arch"], num_classes=state["num_classes"], class_names=class_names, config=config
+        )
+        model.load_state_dict(state["model"])
+        return model, []
+    num_classes = options.num_classes or len(class_names) + 1
+    config = make_config(options.arch, **({"input_size": options.input_size} if options.input_size else {}))
+    if options.anchor_scales != "default":
+        config = config.replace(scales=_default_box_scales(options, config, data))
+    if num_classes != len(class_names) + 1:
+        raise UserError(
+            f"--num-classes {num_classes}, but {options.datapath} has {len(class_names)} classes "
+            f"({', '.join(class_names)}); num_classes counts the background, so it must be "
+            f"{len(class_names) + 1}"
+        )
+    model = build_model(options.arch, num_classes=num_classes, class_names=class_names, config=config)
+    notes = load_weights_for_finetuning(model, options.weights) if options.weights else []
+    return model, notes
+
+
+def _default_box_scales(options: TrainOptions, config: SSDConfig, data: TrainingData) -> tuple[float, ...]:
+    if options.anchor_scales != "auto":
+        return parse_scales(options.anchor_scales, config.num_feature_maps)
+    # The first feature map's side, from a dry run of the architecture at this input size.
+    cells = min(build_model(options.arch, num_classes=2, config=config).feature_sizes[0])
+    return fit_scales(data.train_set.targets, config.scales, options.augment == "ssd", cells)
+
+
+def _run_dir(options: TrainOptions, resume: ResumePoint | None, context: DistributedContext) -> Path:
+    """A resumed run keeps its folder; a new one gets `--name`, or `<arch>_<dataset>` numbered when taken."""
+    if resume is not None:
+        return resume.path.parent
+    if options.name:
+        run_dir = Path(options.project) / options.name
+    else:
+        dataset = Path(options.datapath).name or "data"
+        base = Path(options.project) / f"{options.arch}_{dataset}"
+        run_dir, number = base, 1
+        while run_dir.exists():
+            number += 1
+            run_dir = base.with_name(f"{base.name}{number}")
+    if context.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _default_workers(device: torch.device, context: DistributedContext) -> int:
+    """On a CPU the step is the bottleneck and loader processes would take its cores; on a GPU, load ahead."""
+    if device.type == "cpu":
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) // context.world_size - 1))
