@@ -59,7 +59,7 @@ def onnx_only_peak_memory(onnx_file: str, fixture: str, threads: int | None) -> 
     The ONNX case's own process also holds the PyTorch model and what the exporter left behind.
     """
     from ssd.deploy.benchmark import peak_rss_mb, reset_peak_rss
-    from ssd.deploy.runtime import OnnxPredictor
+    from ssd.deploy.formats.onnx import OnnxPredictor
 
     picture = fixture_picture(fixture)
     predictor = OnnxPredictor(onnx_file, threads=threads)

@@ -7,7 +7,9 @@ from conftest import BCCD, FIXTURES, shared_path
 
 from ssd.deploy.compare import compare_detections
 from ssd.deploy.export import ExportMismatchError, export_model
-from ssd.deploy.runtime import OnnxPredictor, TorchScriptPredictor, is_exported_model, load_predictor
+from ssd.deploy.formats import is_exported_model, load_predictor
+from ssd.deploy.formats.onnx import OnnxPredictor
+from ssd.deploy.formats.torchscript import TorchScriptPredictor
 from ssd.errors import UserError
 
 EXPORTS = [("onnx", False), ("onnx", True), ("torchscript", False), ("torchscript", True)]
@@ -98,11 +100,11 @@ def test_fixed_batch_export_runs_any_number_of_pictures(bccd_model, tmp_path):
 
 
 def test_export_check_fails_with_numbers_when_the_file_disagrees(bccd_model, bccd_exports, monkeypatch):
-    import ssd.deploy.runtime
+    import ssd.deploy.predictor
     from ssd.deploy.export import ExportReport, _check_export
     from ssd.deploy.fold import prepare_for_inference
 
-    original = ssd.deploy.runtime.ExportedPredictor.predict
+    original = ssd.deploy.predictor.ExportedPredictor.predict
 
     def shifted(self, images):
         results = original(self, images)
@@ -110,7 +112,7 @@ def test_export_check_fails_with_numbers_when_the_file_disagrees(bccd_model, bcc
             result["result_boxes"] = result["result_boxes"] + 5.0
         return results
 
-    monkeypatch.setattr(ssd.deploy.runtime.ExportedPredictor, "predict", shifted)
+    monkeypatch.setattr(ssd.deploy.predictor.ExportedPredictor, "predict", shifted)
     report = ExportReport(bccd_exports[("onnx", True)], "onnx", True, True)
     with pytest.raises(ExportMismatchError, match="does not match PyTorch.*max box error"):
         _check_export(bccd_model, prepare_for_inference(bccd_model), report, bccd_pictures(1))

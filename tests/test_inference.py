@@ -130,7 +130,7 @@ def test_preprocess_resizes_exactly_like_a_three_channel_bilinear_resize(layout)
 
 
 def test_thread_count_is_restored_after_a_block_with_fewer_threads():
-    from ssd.deploy.fold import torch_threads
+    from ssd.deploy.threads import torch_threads
 
     before = torch.get_num_threads()
     with pytest.raises(RuntimeError), torch_threads(1):

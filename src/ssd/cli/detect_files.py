@@ -20,11 +20,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
+from tqdm import tqdm
 
-from ssd.cli.media import MediaFile, find_media, open_video, read_picture, video_frames
+from ssd.cli.media import MediaFile, find_media, open_video, video_frames
+from ssd.data.pictures import UnreadablePicture, read_picture
+from ssd.deploy.fold import prepare_for_inference
+from ssd.deploy.formats import is_exported_model, load_predictor
+from ssd.deploy.threads import set_inference_threads
 from ssd.errors import UserError
 from ssd.evaluation.drawing import class_name, draw_detections
+from ssd.models.weights.checkpoint import load_model
 
 
 def load_detector(
@@ -36,9 +43,6 @@ def load_detector(
     device: torch.device | str = "cpu",
 ):
     """Anything with `predict(images)`, `class_names` and `num_classes` for a weights or exported file."""
-    from ssd.deploy.fold import prepare_for_inference, set_inference_threads
-    from ssd.deploy.runtime import is_exported_model, load_predictor
-
     weights = Path(weights)
     if not weights.is_file():
         raise UserError(f"{weights}: no such weights file")
@@ -48,8 +52,6 @@ def load_detector(
         if class_names is not None:
             detector.class_names = list(class_names)
         return detector
-    from ssd.models.weights.checkpoint import load_model
-
     model = load_model(weights, arch=arch, num_classes=num_classes, class_names=class_names, device=device)
     return prepare_for_inference(model)
 
@@ -104,8 +106,6 @@ class DetectionRun:
         self.summary = DetectionSummary(out_dir=self.out_dir)
 
     def run(self, inputs: Sequence[str | Path]) -> DetectionSummary:
-        from tqdm import tqdm
-
         media = find_media(list(inputs), self._skip)
         if not media:
             raise UserError("no pictures or videos found in: " + ", ".join(map(str, inputs)))
@@ -136,25 +136,23 @@ class DetectionRun:
         return {key: value[index] for key, value in detections.items()}
 
     def _detect_pictures(self, files: list[MediaFile]) -> None:
-        readable: list[tuple[MediaFile, np.ndarray]] = []
+        readable: list[tuple[MediaFile, Tensor]] = []
         for media in files:
             try:
                 readable.append((media, read_picture(media.path)))
-            except UserError as error:
-                self._skip(media.path, str(error).removeprefix(f"{media.path}: "))
+            except UnreadablePicture as error:
+                self._skip(media.path, f"cannot read the picture ({error.reason})")
         if not readable:
             return
-        all_detections = self.detector.predict([torch.from_numpy(p).permute(2, 0, 1) for _, p in readable])
+        all_detections = self.detector.predict([picture for _, picture in readable])
         for (media, picture), detections in zip(readable, all_detections, strict=True):
             detections = self._filter(detections)
-            self._record(detections, media.relative, picture.shape[:2], frame=None)
+            self._record(detections, media.relative, tuple(picture.shape[-2:]), frame=None)
             self.summary.pictures += 1
             if self.write_pictures:
-                self._save_picture(picture, detections, media.relative)
+                self._save_picture(picture.permute(1, 2, 0).numpy(), detections, media.relative)
 
     def _detect_video(self, media: MediaFile) -> None:
-        from tqdm import tqdm
-
         try:
             capture, fps, frame_count = open_video(media.path)
         except UserError as error:
@@ -207,8 +205,6 @@ class DetectionRun:
         return cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
 
     def _annotate(self, picture: np.ndarray, detections: dict[str, Tensor]):
-        from PIL import Image
-
         return draw_detections(
             Image.fromarray(picture),
             detections["result_boxes"],

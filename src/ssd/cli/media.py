@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ssd.data.pictures import PICTURE_SUFFIXES
 from ssd.errors import UserError
 
-PICTURE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+# Besides the dataset formats' picture files, single pictures in a few formats datasets do not use.
+PICTURE_EXTENSIONS = {*PICTURE_SUFFIXES, ".gif", ".ppm", ".pgm"}
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv"}
 
 
@@ -52,17 +54,6 @@ def media_kind(path: Path) -> str | None:
     if suffix in VIDEO_EXTENSIONS:
         return "video"
     return None
-
-
-def read_picture(path: Path) -> np.ndarray:
-    """An RGB uint8 `(H, W, 3)` array; `UserError` naming the file when it cannot be decoded."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as picture:
-            return np.asarray(picture.convert("RGB")).copy()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise UserError(f"{path}: cannot read the picture ({error})") from error
 
 
 def open_video(path: Path):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ssd.data.build import build_dataset, detect_format
 from ssd.data.dataset import DetectionDataset
 
 # COCO's size buckets (box area in pixels): small < 32^2 <= medium < 96^2 <= large.
@@ -27,8 +28,6 @@ class SplitReport:
 
 def check_split(path: str, split: str) -> SplitReport:
     """Build the split with every picture decoded and every problem collected (not raised)."""
-    from ssd.data import build_dataset, detect_format
-
     fmt, _ = detect_format(path, split)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the report lists the problems itself

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ssd.data.pictures import picture_size, read_picture
 from ssd.data.problems import CLIPPED_BOX, DROPPED_BOX, SKIPPED_PICTURE, DataWarning, ProblemLog
 from ssd.errors import DatasetError
 
@@ -32,9 +32,6 @@ VERIFY_LEVELS = ("exists", "header", "decode")
 
 # A box must be at least this wide and high, in pixels, to be kept; smaller ones are degenerate.
 MIN_BOX_SIZE = 1e-3
-
-# File name endings read as pictures when a format lists a folder rather than naming each picture.
-PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 # A box may overshoot the picture by this many pixels before it counts as a problem (rounding, 1-based VOC).
 BOX_TOLERANCE = 1.0
@@ -86,34 +83,6 @@ def single_threaded():
         yield
     finally:
         torch.set_num_threads(threads)
-
-
-def read_picture(path: Path) -> Tensor:
-    """A picture file as a uint8 (3, H, W) RGB tensor; DatasetError naming the file if it cannot be read."""
-    try:
-        with Image.open(path) as picture:
-            array = np.array(picture if picture.mode == "RGB" else picture.convert("RGB"))
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: picture not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DatasetError(f"{path}: picture cannot be decoded ({error})") from None
-    # A (3, H, W) view of the (H, W, 3) pixels: copying to channels-first would cost as much as the resize.
-    return torch.from_numpy(array).permute(2, 0, 1)
-
-
-def picture_size(path: Path, verify: str) -> tuple[int, int]:
-    """(height, width) of a picture file, checked to the `verify` level; DatasetError naming the problem."""
-    if verify == "decode":
-        image = read_picture(path)
-        return int(image.shape[1]), int(image.shape[2])
-    try:
-        with Image.open(path) as picture:
-            width, height = picture.size
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: picture not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DatasetError(f"{path}: not a picture ({error})") from None
-    return height, width
 
 
 class DetectionDataset(Dataset):

@@ -12,6 +12,7 @@ import os
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,10 @@ from typing import Any
 
 import torch
 
-from ssd.deploy.fold import prepare_for_inference, set_inference_threads, torch_threads
+from ssd.deploy.export import export_model
+from ssd.deploy.fold import prepare_for_inference
+from ssd.deploy.formats.onnx import OnnxPredictor
+from ssd.deploy.threads import set_inference_threads, torch_threads
 
 
 def peak_rss_mb() -> float:
@@ -143,11 +147,6 @@ def benchmark_model(
 
 def _onnx_runner(prepared: torch.nn.Module, onnx_dir: str | Path | None):
     """A network-only ONNX export of the model, run by `OnnxPredictor` (pre/post-processing in PyTorch)."""
-    import tempfile
-
-    from ssd.deploy.export import export_model
-    from ssd.deploy.runtime import OnnxPredictor
-
     with tempfile.TemporaryDirectory(prefix="ssd-bench-") as temporary:
         folder = Path(onnx_dir) if onnx_dir is not None else Path(temporary)
         path = folder / f"{prepared.config.arch}.onnx"

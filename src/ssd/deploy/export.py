@@ -12,7 +12,6 @@ The graph's input is `images` `(B, 3, H, W)`: pictures resized to the input size
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,13 +20,10 @@ from torch import Tensor, nn
 
 from ssd.deploy.compare import compare_detections
 from ssd.deploy.fold import prepare_for_inference
-from ssd.deploy.graphs import GRAPH_OUTPUTS, DetectionGraph, NetworkGraph
-from ssd.deploy.runtime import METADATA_KEY, export_metadata, load_predictor
+from ssd.deploy.formats import EXPORT_FORMATS, load_predictor
+from ssd.deploy.predictor import export_metadata
 from ssd.errors import UserError
 
-FORMATS = ("onnx", "torchscript")
-# onnxruntime 1.16+ runs opset 17 fully on the CPU; NonMaxSuppression needs 11, nothing here needs more.
-ONNX_OPSET = 17
 # Raw header outputs agree when within this, relative to their largest magnitude (and at least absolute).
 NETWORK_TOLERANCE = 1e-4
 
@@ -74,8 +70,8 @@ def export_model(
     `pictures` (uint8 CHW) are what the check runs on (default: `sample_pictures()`); `check=False` skips
     it, for callers that compare the outputs themselves.
     """
-    if format not in FORMATS:
-        raise UserError(f"unknown export format {format!r}; known: {', '.join(FORMATS)}")
+    if format not in EXPORT_FORMATS:
+        raise UserError(f"unknown export format {format!r}; known: {', '.join(EXPORT_FORMATS)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # ONNX and TorchScript graphs carry no memory layout: export the folded model in the default one.
@@ -84,10 +80,7 @@ def export_model(
     example = _resized_batch(prepared, pictures[:1])
     graph_kind = "detections" if with_postprocess else "network"
     metadata = json.dumps(export_metadata(prepared, graph_kind))
-    if format == "onnx":
-        _export_onnx(prepared, path, example, with_postprocess, dynamic_batch, metadata)
-    else:
-        _export_torchscript(prepared, path, example, with_postprocess, metadata)
+    EXPORT_FORMATS[format].write(prepared, path, example, with_postprocess, dynamic_batch, metadata)
     report = ExportReport(path, format, with_postprocess, dynamic_batch)
     if check:
         _check_export(model, prepared, report, pictures)
@@ -98,50 +91,6 @@ def _resized_batch(model: nn.Module, pictures: list[Tensor]) -> Tensor:
     """The graph's input for `pictures`: the model's preprocessing without the normalisation."""
     batch, _ = model.preprocess(pictures)
     return batch * model.preprocess.image_std + model.preprocess.image_mean
-
-
-def _export_onnx(
-    model: nn.Module, path: Path, example: Tensor, with_postprocess: bool, dynamic_batch: bool, metadata: str
-) -> None:
-    import onnx
-
-    graph = (DetectionGraph(model) if with_postprocess else NetworkGraph(model)).eval()
-    outputs = list(GRAPH_OUTPUTS) if with_postprocess else ["cls_logits", "bbox_regression"]
-    dynamic_axes = {name: {0: "batch"} for name in ["images", *outputs]} if dynamic_batch else None
-    with warnings.catch_warnings():
-        # The TorchScript-based exporter is the one that takes a custom operator (NonMaxSuppression)
-        # without onnxscript; it warns that a newer exporter exists, and about traced shapes.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            graph,
-            (example,),
-            str(path),
-            dynamo=False,
-            opset_version=ONNX_OPSET,
-            input_names=["images"],
-            output_names=outputs,
-            dynamic_axes=dynamic_axes,
-            do_constant_folding=True,
-        )
-    onnx_model = onnx.load(str(path))
-    entry = onnx_model.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, metadata
-    onnx_model.producer_name = "ssd"
-    onnx.checker.check_model(onnx_model)
-    onnx.save(onnx_model, str(path))
-
-
-def _export_torchscript(
-    model: nn.Module, path: Path, example: Tensor, with_postprocess: bool, metadata: str
-) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TorchScript is in maintenance in PyTorch 2.x; it still runs
-        network = torch.jit.trace(NetworkGraph(model).eval(), example, check_trace=False)
-        if with_postprocess:
-            module = torch.jit.script(DetectionGraph(model, network).eval())
-        else:
-            module = torch.jit.freeze(network)  # weights become constants: a faster, smaller graph
-        torch.jit.save(module, str(path), _extra_files={f"{METADATA_KEY}.json": metadata})
 
 
 def _check_export(original: nn.Module, prepared: nn.Module, report: ExportReport, pictures: list[Tensor]):

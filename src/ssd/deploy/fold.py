@@ -1,4 +1,4 @@
-"""A model made ready for fast inference: BatchNorm folded into convolutions, channels-last, thread count.
+"""A model made ready for fast inference: BatchNorm folded into convolutions, and channels-last.
 
 Folding: in eval mode a BatchNorm after a convolution is an affine map per output channel, so it can be
 merged into the convolution's weight and bias. The network then runs one layer instead of two and reads
@@ -8,13 +8,12 @@ layers back, so folding always works on a copy.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import os
-from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
+
+from ssd.models.inspection import HeaderNetwork, run_with_hooks
 
 
 def fold_batchnorm_into_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -60,21 +59,7 @@ def find_conv_batchnorm_pairs(model: nn.Module, example: Tensor) -> list[tuple[s
                 pairs.append((conv_name, names[module]))
                 return
 
-    handles = []
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            handles.append(module.register_forward_hook(remember_output))
-        elif isinstance(module, nn.BatchNorm2d):
-            handles.append(module.register_forward_pre_hook(match_input))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
+    run_with_hooks(model, example, after={nn.Conv2d: remember_output}, before={nn.BatchNorm2d: match_input})
     # A convolution whose output feeds two BatchNorms (or runs twice) cannot be folded into either.
     conv_counts: dict[str, int] = {}
     for conv_name, _ in pairs:
@@ -86,16 +71,7 @@ def fuse_batchnorm(model: nn.Module) -> nn.Module:
     """A copy of an SSD model with every BatchNorm that follows a convolution folded into it (eval only)."""
     fused = copy.deepcopy(model).eval()
     example = torch.zeros(1, 3, *fused.config.input_size, device=fused.anchors.device)
-
-    class _Network(nn.Module):
-        def __init__(self, ssd: nn.Module):
-            super().__init__()
-            self.ssd = ssd
-
-        def forward(self, x: Tensor):
-            return self.ssd.head_outputs(x)
-
-    for conv_name, bn_name in find_conv_batchnorm_pairs(_Network(fused), example):
+    for conv_name, bn_name in find_conv_batchnorm_pairs(HeaderNetwork(fused), example):
         conv_name, bn_name = conv_name.removeprefix("ssd."), bn_name.removeprefix("ssd.")
         conv = fused.get_submodule(conv_name)
         bn = fused.get_submodule(bn_name)
@@ -122,45 +98,3 @@ def prepare_for_inference(model: nn.Module, fuse: bool = True, channels_last: bo
     if channels_last:
         prepared = prepared.to(memory_format=torch.channels_last)
     return prepared.eval()
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (the affinity mask, not the machine's total)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def default_threads() -> int:
-    """One thread per CPU that other processes are not already keeping busy (at least one).
-
-    OpenMP's workers spin while they wait for each other, so on a machine whose CPUs are taken by other
-    work, more threads are much slower, not faster: on the 2-core benchmark machine with two other busy
-    processes, MobileNetV3-SSD took 110 ms per picture with 2 threads and 35 ms with 1. The 1-minute load
-    average tells how many CPUs are busy; one unit of it may be this process itself.
-    """
-    cpus = available_cpus()
-    try:
-        busy = os.getloadavg()[0]
-    except (AttributeError, OSError):  # not available on this platform
-        return cpus
-    return max(1, min(cpus, cpus - int(busy - 1.0)))
-
-
-def set_inference_threads(threads: int | None = None) -> int:
-    """Set PyTorch's intra-op threads (`default_threads()` unless told); returns the count set."""
-    threads = threads or default_threads()
-    torch.set_num_threads(threads)
-    return threads
-
-
-@contextlib.contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """PyTorch's intra-op thread count set to `count` inside the block, and restored after it."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)

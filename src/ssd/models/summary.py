@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ssd.models.inspection import HeaderNetwork, run_with_hooks
+
 
 def count_flops(model: nn.Module, batch: torch.Tensor) -> int:
     """Multiply-adds x 2 of the convolutions and linear layers for one forward pass of `batch`."""
@@ -21,18 +23,7 @@ def count_flops(model: nn.Module, batch: torch.Tensor) -> int:
         nonlocal total
         total += 2 * output.numel() * module.in_features
 
-    handles = []
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            handles.append(module.register_forward_hook(conv_hook))
-        elif isinstance(module, nn.Linear):
-            handles.append(module.register_forward_hook(linear_hook))
-    try:
-        with torch.no_grad():
-            model(batch)
-    finally:
-        for handle in handles:
-            handle.remove()
+    run_with_hooks(model, batch, after={nn.Conv2d: conv_hook, nn.Linear: linear_hook})
     return total
 
 
@@ -58,16 +49,7 @@ def model_summary(model: nn.Module) -> dict[str, Any]:
 
 def _head_flops(model: nn.Module, batch: torch.Tensor) -> int:
     """FLOPs of the network proper (backbone, extras, headers), without pre- and post-processing."""
-
-    class _Network(nn.Module):
-        def __init__(self, ssd: nn.Module):
-            super().__init__()
-            self.ssd = ssd
-
-        def forward(self, x):
-            return self.ssd.head_outputs(x)
-
-    return count_flops(_Network(model), batch)
+    return count_flops(HeaderNetwork(model), batch)
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -51,9 +51,9 @@ def run(args: argparse.Namespace) -> int:
 
         model = build_model(args.arch, num_classes=args.num_classes or 91).eval()
     if args.picture:
-        from ssd.cli.media import read_picture
+        from ssd.data.pictures import read_picture
 
-        picture = torch.from_numpy(read_picture(Path(args.picture))).permute(2, 0, 1)
+        picture = read_picture(Path(args.picture))
     else:
         picture = torch.randint(
             0, 256, (3, 480, 640), generator=torch.Generator().manual_seed(0), dtype=torch.uint8

@@ -9,7 +9,10 @@ HELP = "export to ONNX or TorchScript (optionally with NMS in the graph); the fi
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", required=True, help="a checkpoint of ours or a torchvision SSD file")
-    parser.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    # The choices come from the table of export formats (imported here: see `ssd.cli.main` on start-up).
+    from ssd.deploy.formats import DEFAULT_FORMAT, EXPORT_FORMATS
+
+    parser.add_argument("--format", choices=tuple(EXPORT_FORMATS), default=DEFAULT_FORMAT)
     parser.add_argument(
         "--with-postprocess",
         action="store_true",
@@ -19,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out",
         default=None,
-        help="output file (default: the weights' name with .onnx or .torchscript, in the current folder)",
+        help="output file (default: the weights' name with the format's ending, in the current folder)",
     )
     parser.add_argument("--arch", default=None, help="architecture of a torchvision weights file")
     parser.add_argument(
@@ -40,26 +43,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import torch
-
-    from ssd.cli.media import read_picture
+    from ssd.data.pictures import read_picture
     from ssd.deploy.export import export_model
+    from ssd.deploy.formats import EXPORT_FORMATS
     from ssd.models.weights.checkpoint import load_model
 
     weights = Path(args.weights)
     class_names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
     model = load_model(weights, arch=args.arch, num_classes=args.num_classes, class_names=class_names)
-    suffix = ".onnx" if args.format == "onnx" else ".torchscript"
+    export_format = EXPORT_FORMATS[args.format]
+    suffix = export_format.suffix
     out = (
         Path(args.out)
         if args.out
         else Path(weights.stem + ("_post" if args.with_postprocess else "") + suffix)
     )
-    pictures = (
-        [torch.from_numpy(read_picture(Path(p))).permute(2, 0, 1) for p in args.check_pictures]
-        if args.check_pictures
-        else None
-    )
+    pictures = [read_picture(Path(p)) for p in args.check_pictures] if args.check_pictures else None
     report = export_model(
         model,
         out,
@@ -69,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         pictures=pictures,
     )
     graph = "network and post-processing" if report.with_postprocess else "network only"
-    batch = "any batch size" if report.dynamic_batch or report.format == "torchscript" else "batch of 1"
+    batch = "any batch size" if report.dynamic_batch or export_format.any_batch_size else "batch of 1"
     print(f"wrote {out} ({report.format}, {graph}, {batch})")
     for line in report.checks:
         print(f"  check: {line}")

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from ssd.data.dataset import DetectionDataset, RawBox, Record, Transform, checked_picture_size, checked_record
+from ssd.data.formats.base import DataFormat, LoadOptions
 from ssd.data.problems import DROPPED_BOX, SKIPPED_ANNOTATION, SKIPPED_PICTURE, ProblemLog
 from ssd.errors import DatasetError
 
@@ -167,3 +168,36 @@ def load_coco(
         )
     problems.finish()
     return DetectionDataset(records, names, json_file, problems, transform, label_to_category)
+
+
+def _recognises(path: Path, split: str) -> bool:
+    if path.is_file():
+        return path.suffix.lower() == ".json"
+    return coco_json_for_split(path, split) is not None or bool(coco_splits(path))
+
+
+def _splits(path: Path) -> list[str]:
+    return [path.stem] if path.is_file() else coco_splits(path)
+
+
+def _load(path: Path, split: str, options: LoadOptions) -> DetectionDataset:
+    json_path = path if path.is_file() else coco_json_for_split(path, split)
+    if json_path is None:
+        known = ", ".join(coco_splits(path)) or "none"
+        raise DatasetError(f"{path}: no annotations for split '{split}' (splits found: {known})")
+    return load_coco(
+        json_path,
+        image_root=options.image_root,
+        strict=options.strict,
+        verify=options.verify,
+        transform=options.transform,
+    )
+
+
+COCO = DataFormat(
+    name="coco",
+    layout="COCO (annotations/instances_<split>.json and <split>/, or a COCO JSON file)",
+    recognises=_recognises,
+    splits=_splits,
+    load=_load,
+)

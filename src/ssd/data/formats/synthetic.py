@@ -23,6 +23,7 @@ from PIL import Image
 from torch import Tensor
 
 from ssd.data.dataset import DetectionDataset, Record, Transform, single_threaded
+from ssd.data.export import export_coco
 from ssd.data.problems import ProblemLog
 from ssd.errors import DatasetError
 
@@ -203,8 +204,6 @@ def write_synthetic_coco(
 ) -> dict[str, Path]:
     """Write the synthetic splits as a COCO dataset (`annotations/instances_<split>.json`, `<split>/*.png`);
     returns the JSON path of each split. Loading it gives back exactly the on-the-fly dataset."""
-    from ssd.data.export import export_coco
-
     out_dir = Path(out_dir)
     written = {}
     for split, count in (sizes or DEFAULT_SIZES).items():

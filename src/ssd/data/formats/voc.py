@@ -15,7 +15,6 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import parse as parse_xml
 
 from ssd.data.dataset import (
-    PICTURE_SUFFIXES,
     DetectionDataset,
     RawBox,
     Record,
@@ -24,6 +23,8 @@ from ssd.data.dataset import (
     checked_record,
     numeric_image_ids,
 )
+from ssd.data.formats.base import DataFormat, LoadOptions
+from ssd.data.pictures import PICTURE_SUFFIXES
 from ssd.data.problems import DROPPED_BOX, SKIPPED_PICTURE, ProblemLog
 from ssd.errors import DatasetError
 
@@ -167,3 +168,23 @@ def load_voc(
         records.append(checked_record(path, file_name, numeric_id, height, width, raw, xml_file, problems))
     problems.finish()
     return DetectionDataset(records, names, f"{root} ({split})", problems, transform)
+
+
+def _load(root: Path, split: str, options: LoadOptions) -> DetectionDataset:
+    return load_voc(
+        root,
+        split,
+        class_names=options.class_names,
+        strict=options.strict,
+        verify=options.verify,
+        transform=options.transform,
+    )
+
+
+VOC = DataFormat(
+    name="voc",
+    layout="Pascal VOC (Annotations/, JPEGImages/, ImageSets/Main/)",
+    recognises=lambda root, split: root.is_dir() and is_voc(root),
+    splits=voc_splits,
+    load=_load,
+)

@@ -15,15 +15,15 @@ from pathlib import Path
 import yaml
 
 from ssd.data.dataset import (
-    PICTURE_SUFFIXES,
     DetectionDataset,
     RawBox,
     Record,
     Transform,
     checked_record,
     numeric_image_ids,
-    picture_size,
 )
+from ssd.data.formats.base import DataFormat, LoadOptions
+from ssd.data.pictures import PICTURE_SUFFIXES, picture_size
 from ssd.data.problems import DROPPED_BOX, SKIPPED_ANNOTATION, SKIPPED_PICTURE, ProblemLog
 from ssd.errors import DatasetError
 
@@ -194,3 +194,16 @@ def load_yolo(
         )
     problems.finish()
     return DetectionDataset(records, names, f"{root} ({split})", problems, transform)
+
+
+def _load(root: Path, split: str, options: LoadOptions) -> DetectionDataset:
+    return load_yolo(root, split, strict=options.strict, verify=options.verify, transform=options.transform)
+
+
+YOLO = DataFormat(
+    name="yolo",
+    layout="YOLO (images/, labels/ and a data.yaml or classes.txt)",
+    recognises=lambda root, split: root.is_dir() and is_yolo(root),
+    splits=yolo_splits,
+    load=_load,
+)

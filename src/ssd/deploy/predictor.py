@@ -1,4 +1,4 @@
-"""Running an exported model (ONNX with onnxruntime, or TorchScript) like `model.predict`.
+"""What every exported model's predictor shares: reading the file's metadata, resizing, post-processing.
 
 An exported file carries a small description of the model (architecture config, classes, feature-map
 sizes, and whether post-processing is in the graph). The predictor resizes pictures with the same code as the
@@ -9,13 +9,10 @@ picture with `result_boxes` (original pixels), `result_labels`, `result_scores` 
 
 from __future__ import annotations
 
-import json
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -23,6 +20,7 @@ from ssd.errors import UserError
 from ssd.models.config import SSDConfig
 from ssd.models.postprocess import Detections, PostProcessor
 from ssd.models.preprocess import Preprocess
+from ssd.ops.anchors import default_boxes_xyxy
 from ssd.ops.boxes import BoxCoder
 
 EXPORT_FORMAT = "ssd-export"
@@ -98,8 +96,6 @@ class ExportedPredictor:
     @property
     def anchors(self) -> Tensor:
         if self._anchors is None:
-            from ssd.ops.anchors import default_boxes_xyxy
-
             config = self.config
             self._anchors = default_boxes_xyxy(
                 [tuple(s) for s in self.metadata["feature_sizes"]],
@@ -139,111 +135,3 @@ class ExportedPredictor:
         return self.postprocessor(
             cls_logits, bbox_regression, self.anchors, self.config.input_size, original_sizes
         )
-
-
-class OnnxPredictor(ExportedPredictor):
-    """An exported ONNX file run with onnxruntime on the CPU."""
-
-    backend = "onnx"
-
-    def __init__(self, path: str | Path, threads: int | None = None):
-        try:
-            import onnxruntime
-        except ImportError as error:
-            raise UserError("running an ONNX model needs onnxruntime: pip install onnxruntime") from error
-        from ssd.deploy.fold import default_threads
-
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"{path}: no such ONNX file")
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or default_threads()
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self.session = onnxruntime.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as error:  # onnxruntime raises its own exception types for a bad file
-            raise UserError(f"{path}: onnxruntime cannot load it ({error})") from error
-        meta = self.session.get_modelmeta().custom_metadata_map
-        try:
-            metadata = json.loads(meta.get(METADATA_KEY, "{}"))
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path}: its ssd metadata is not valid JSON ({error})") from error
-        batch_dim = self.session.get_inputs()[0].shape[0]
-        super().__init__(path, metadata, batch_dim if isinstance(batch_dim, int) else None)
-        self.input_name = self.session.get_inputs()[0].name
-
-    def predict(self, images: Tensor | Sequence[Any]) -> list[Detections]:
-        """Detections like `SSD.predict`; the resize and the post-processing run on the calling thread.
-
-        onnxruntime's threads run the network; PyTorch only does the work around it, on one thread. A
-        PyTorch (OpenMP) worker spins for milliseconds after each parallel operation, and on two cores
-        that spinning thread slows the onnxruntime graph that follows it. Measured on the fixture picture
-        (2 cores): graph 13.5-14 ms after two-thread PyTorch work, 8.2 ms after one-thread work; a whole
-        call 21 ms against 14.5 ms.
-        """
-        from ssd.deploy.fold import torch_threads
-
-        with torch_threads(1):
-            return super().predict(images)
-
-    def run_graph(self, batch: Tensor) -> list[Tensor]:
-        outputs = self.session.run(None, {self.input_name: np.ascontiguousarray(batch.numpy())})
-        return [torch.from_numpy(o) for o in outputs]
-
-
-class TorchScriptPredictor(ExportedPredictor):
-    """An exported TorchScript file run with `torch.jit.load`."""
-
-    backend = "torchscript"
-
-    def __init__(self, path: str | Path, threads: int | None = None):
-        from ssd.deploy.fold import set_inference_threads
-
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"{path}: no such TorchScript file")
-        extra = {f"{METADATA_KEY}.json": ""}
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is in maintenance; it runs
-                self.module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-        except Exception as error:  # torch.jit raises RuntimeError and others for a foreign file
-            raise UserError(f"{path}: not a TorchScript file ({error})") from error
-        try:
-            metadata = json.loads(extra[f"{METADATA_KEY}.json"] or "{}")
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path}: its ssd metadata is not valid JSON ({error})") from error
-        if threads:
-            set_inference_threads(threads)
-        super().__init__(path, metadata, None)
-
-    def run_graph(self, batch: Tensor) -> list[Tensor]:
-        return list(self.module(batch))
-
-
-def is_exported_model(path: str | Path) -> bool:
-    """An ONNX file (by extension), or a TorchScript archive written by `ssd export` (holding ssd.json)."""
-    path = Path(path)
-    if path.suffix.lower() == ".onnx":
-        return True
-    return _is_torchscript_export(path)
-
-
-def _is_torchscript_export(path: Path) -> bool:
-    import zipfile
-
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith(f"extra/{METADATA_KEY}.json") for name in archive.namelist())
-
-
-def load_predictor(path: str | Path, threads: int | None = None) -> ExportedPredictor:
-    """The predictor for an exported file: TorchScript if it is one of ours, otherwise ONNX."""
-    path = Path(path)
-    if path.is_file() and _is_torchscript_export(path):
-        return TorchScriptPredictor(path, threads)
-    return OnnxPredictor(path, threads)

@@ -1,0 +1,20 @@
+"""What an export format is to the rest of the package: how to write a file, and how to run one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ssd.deploy.predictor import ExportedPredictor
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    name: str
+    suffix: str  # the file name ending `ssd export` gives it
+    any_batch_size: bool  # whether its files take any batch size without --dynamic-batch
+    # (folded model, path, example input, with post-processing, dynamic batch, metadata JSON) -> writes the file
+    write: Callable[..., None]
+    predictor: Callable[[Path, int | None], ExportedPredictor]  # (path, threads) -> a predictor for the file
+    claims: Callable[[Path], bool]  # whether a file is one of this format's
