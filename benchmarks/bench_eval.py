@@ -40,7 +40,7 @@ def main() -> int:
 
     from ssd.data import build_dataset
     from ssd.evaluation.evaluator import Evaluator, evaluate_detections
-    from ssd.models.weights.checkpoint import load_model
+    from ssd.models.checkpoint import load_model
 
     dataset = build_dataset(BCCD, "test")
     model = load_model(WEIGHTS, arch="mobilenetv3_ssd")

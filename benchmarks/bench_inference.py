@@ -44,7 +44,7 @@ def run_case(
 ) -> dict:
     """One benchmark in this process (called in a child process by `main`)."""
     from ssd.deploy.benchmark import benchmark_model
-    from ssd.models.weights.checkpoint import load_model
+    from ssd.models.checkpoint import load_model
 
     model = load_model(FIXTURES / fixture, arch=arch)
     vgg_runs = max(10, runs // 5) if arch.startswith("vgg") else runs

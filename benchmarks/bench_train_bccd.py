@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from ssd.cli.commands.train import add_arguments  # noqa: E402
 from ssd.data import build_dataset  # noqa: E402
 from ssd.evaluation import Evaluator  # noqa: E402
-from ssd.models.weights.checkpoint import load_model  # noqa: E402
+from ssd.models.checkpoint import load_model  # noqa: E402
 from ssd.training.options import read_yaml_options, resolve_options  # noqa: E402
 from ssd.training.trainer import Trainer  # noqa: E402
 

@@ -4,7 +4,7 @@ from conftest import FIXTURES, shared_path
 
 import ssd
 from ssd.errors import UserError
-from ssd.models.weights.checkpoint import load_model, model_checkpoint, read_checkpoint, save_checkpoint
+from ssd.models.checkpoint import load_model, model_checkpoint, read_checkpoint, save_checkpoint
 
 
 def test_checkpoint_round_trip_rebuilds_the_model(tmp_path):

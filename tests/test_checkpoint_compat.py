@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ssd.cli.main import main
-from ssd.models.weights.checkpoint import load_model, read_checkpoint
+from ssd.models.checkpoint import load_model, read_checkpoint
 
 MANIFEST = Path(__file__).parent / "fixtures" / "checkpoint_v1.json"
 

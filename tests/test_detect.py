@@ -109,7 +109,7 @@ def test_bad_arguments_are_one_line_errors(inputs, tmp_path, capsys):
 
 def test_detect_with_an_exported_onnx_model_gives_the_same_json(inputs, tmp_path):
     from ssd.deploy.export import export_model
-    from ssd.models.weights.checkpoint import load_model
+    from ssd.models.checkpoint import load_model
 
     model = load_model(shared_path(WEIGHTS), arch="mobilenetv3_ssd", class_names=NAMES.split(","))
     onnx_path = tmp_path / "bccd.onnx"

@@ -10,7 +10,7 @@ from conftest import BCCD, FIXTURES, shared_path
 from data_writers import write_voc
 
 from ssd.cli.main import main
-from ssd.models.weights.checkpoint import model_checkpoint, save_checkpoint
+from ssd.models.checkpoint import model_checkpoint, save_checkpoint
 
 BCCD_WEIGHTS = FIXTURES / "ssdlite320_bccd_trained.pt"
 

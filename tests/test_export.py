@@ -38,7 +38,7 @@ def bccd_pictures(count: int) -> list[torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def bccd_model():
-    from ssd.models.weights.checkpoint import load_model
+    from ssd.models.checkpoint import load_model
 
     path = shared_path(FIXTURES / "ssdlite320_bccd_trained.pt")
     names = torch.load(path, weights_only=True)["class_names"]
@@ -121,7 +121,7 @@ def test_export_check_fails_with_numbers_when_the_file_disagrees(bccd_model, bcc
 @pytest.mark.slow
 def test_untrained_fixture_model_agrees_up_to_tied_scores(tmp_path):
     """The random-weight fixture has many exactly tied scores; the network outputs must still agree."""
-    from ssd.models.weights.checkpoint import load_model
+    from ssd.models.checkpoint import load_model
 
     path = shared_path(FIXTURES / "ssdlite320_mobilenet_v3_large.pt")
     fixture = torch.load(path, weights_only=True)
@@ -145,7 +145,7 @@ def test_untrained_fixture_model_agrees_up_to_tied_scores(tmp_path):
 
 @pytest.mark.slow
 def test_vgg16_exports_match_pytorch(tmp_path):
-    from ssd.models.weights.checkpoint import load_model
+    from ssd.models.checkpoint import load_model
 
     path = shared_path(FIXTURES / "ssd300_vgg16.pt")
     fixture = torch.load(path, weights_only=True)

@@ -11,7 +11,7 @@ import torch
 
 from ssd.cli.main import main as ssd_main
 from ssd.data import write_synthetic_coco
-from ssd.models.weights.checkpoint import load_model, read_checkpoint
+from ssd.models.checkpoint import load_model, read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ from data_writers import write_coco
 
 from ssd.data import write_synthetic_coco
 from ssd.errors import DatasetError, UserError
-from ssd.models.weights.checkpoint import read_checkpoint
+from ssd.models.checkpoint import read_checkpoint
 from ssd.training.options import TrainOptions
 from ssd.training.trainer import NonFiniteLossError, Trainer
 

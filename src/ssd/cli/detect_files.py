@@ -31,7 +31,7 @@ from ssd.deploy.formats import is_exported_model, load_predictor
 from ssd.deploy.threads import set_inference_threads
 from ssd.errors import UserError
 from ssd.evaluation.drawing import class_name, draw_detections
-from ssd.models.weights.checkpoint import load_model
+from ssd.models.checkpoint import load_model
 
 
 def load_detector(

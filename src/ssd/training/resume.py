@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ssd.errors import UserError
-from ssd.models.weights.checkpoint import read_checkpoint
+from ssd.models.checkpoint import read_checkpoint
 from ssd.training.options import TrainOptions
 
 LAST = "last.pt"  # written after every epoch; what `--resume RUN_FOLDER` continues from

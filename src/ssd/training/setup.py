@@ -18,10 +18,10 @@ from ssd.data import build_transforms
 from ssd.data.loader import AugmentedDataset, SeededSampler, collate_detection
 from ssd.errors import UserError
 from ssd.evaluation import Evaluator
+from ssd.models.checkpoint import load_weights_for_finetuning
 from ssd.models.config import SSDConfig
 from ssd.models.registry import build_model, make_config
 from ssd.models.ssd import SSD
-from ssd.models.weights.checkpoint import load_weights_for_finetuning
 from ssd.training.anchor_fit import fit_scales, parse_scales
 from ssd.training.datasets import TrainingData
 from ssd.training.distributed import (

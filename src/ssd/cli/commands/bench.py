@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.runs < 5:
         raise UserError(f"--runs must be at least 5, got {args.runs}")
     if args.weights:
-        from ssd.models.weights.checkpoint import load_model
+        from ssd.models.checkpoint import load_model
 
         model = load_model(args.weights, arch=args.arch, num_classes=args.num_classes)
         if model.config.arch != args.arch:

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from ssd.errors import UserError
     from ssd.evaluation.evaluator import Evaluator
     from ssd.evaluation.report import format_table, write_report
-    from ssd.models.weights.checkpoint import load_model
+    from ssd.models.checkpoint import load_model
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")

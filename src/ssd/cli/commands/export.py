@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from ssd.data.pictures import read_picture
     from ssd.deploy.export import export_model
     from ssd.deploy.formats import EXPORT_FORMATS
-    from ssd.models.weights.checkpoint import load_model
+    from ssd.models.checkpoint import load_model
 
     weights = Path(args.weights)
     class_names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None

@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from ssd.models.summary import format_summary
 
     if args.weights:
-        from ssd.models.weights.checkpoint import load_model
+        from ssd.models.checkpoint import load_model
 
         model = load_model(args.weights, arch=args.arch)
     elif args.arch:

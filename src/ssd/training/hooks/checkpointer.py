@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ssd.models.weights.checkpoint import model_checkpoint, save_checkpoint
+from ssd.models.checkpoint import model_checkpoint, save_checkpoint
 from ssd.training.hooks.base import Hook
 from ssd.training.random_state import rng_state
 from ssd.training.resume import LAST
