@@ -37,7 +37,8 @@ class NetworkGraph(nn.Module):
 
 def pairwise_iou(boxes: Tensor) -> Tensor:
     """IoU of every pair within each group, `(G, K, 4)` -> `(G, K, K)`: `ssd.ops.boxes.box_iou`'s arithmetic,
-    step by step in the same order (so the same float results), written so that TorchScript compiles it."""
+    step by step in the same order (so the same float results). Its own form because TorchScript compiles
+    neither `box_iou`'s generator expressions nor its `out=` buffers."""
     ax1 = boxes[:, :, 0].unsqueeze(-1)
     ay1 = boxes[:, :, 1].unsqueeze(-1)
     ax2 = boxes[:, :, 2].unsqueeze(-1)

@@ -45,22 +45,29 @@ def box_area(boxes: Tensor) -> Tensor:
 
 def _intersection_and_union(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
     # Work on contiguous coordinate planes of shape (..., N, 1) and (..., 1, M): broadcasting whole
-    # (..., 4) rows, or strided slices of them, is several times slower for the large matrices of NMS.
+    # (..., 4) rows, or strided slices of them, is several times slower for the large matrices of NMS. The
+    # pair matrices are computed in place, in three buffers instead of a dozen temporaries: allocating a large
+    # one costs more than filling it (1125 boxes: 9 ms against 22 ms on one core). In-place arithmetic
+    # carries no gradient; the localisation loss uses `elementwise_generalized_box_iou`.
     ax1, ay1, ax2, ay2 = (c.unsqueeze(-1) for c in boxes1.movedim(-1, 0).contiguous())
     bx1, by1, bx2, by2 = (c.unsqueeze(-2) for c in boxes2.movedim(-1, 0).contiguous())
-    width = (torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1)).clamp_(min=0)
-    height = (torch.minimum(ay2, by2) - torch.maximum(ay1, by1)).clamp_(min=0)
+    width = torch.minimum(ax2, bx2)
+    scratch = torch.maximum(ax1, bx1)
+    width.sub_(scratch).clamp_(min=0)
+    height = torch.minimum(ay2, by2)
+    torch.maximum(ay1, by1, out=scratch)
+    height.sub_(scratch).clamp_(min=0)
     intersection = width.mul_(height)
     area1 = (ax2 - ax1).clamp(min=0) * (ay2 - ay1).clamp(min=0)
     area2 = (bx2 - bx1).clamp(min=0) * (by2 - by1).clamp(min=0)
-    union = (area1 + area2).sub_(intersection)
+    union = torch.add(area1, area2, out=scratch).sub_(intersection)
     return intersection, union
 
 
 def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """IoU of every pair: `(..., N, 4)` x `(..., M, 4)` -> `(..., N, M)`. Degenerate boxes give IoU 0."""
     intersection, union = _intersection_and_union(boxes1, boxes2)
-    return intersection / union.clamp(min=torch.finfo(union.dtype).tiny)
+    return intersection.div_(union.clamp_(min=torch.finfo(union.dtype).tiny))
 
 
 def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:

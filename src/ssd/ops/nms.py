@@ -82,26 +82,9 @@ def fixed_point_passes(suppressors: Tensor, valid: Tensor) -> Tensor:
 
 
 def iou_above(boxes: Tensor, iou_threshold: float) -> Tensor:
-    """`box_iou(boxes, boxes) > iou_threshold` for `(G, K, 4)` groups, with the same float arithmetic.
-
-    NMS spends most of its time here, so the IoU is computed on contiguous coordinate planes (broadcasting
-    strided planes is several times slower) and in place, in three buffers instead of a dozen temporaries.
-    """
-    x1, y1, x2, y2 = boxes.float().permute(2, 0, 1).contiguous()
-    ax1, ay1, ax2, ay2 = x1[:, :, None], y1[:, :, None], x2[:, :, None], y2[:, :, None]
-    bx1, by1, bx2, by2 = x1[:, None, :], y1[:, None, :], x2[:, None, :], y2[:, None, :]
-    width = torch.minimum(ax2, bx2)
-    scratch = torch.maximum(ax1, bx1)
-    width.sub_(scratch).clamp_(min=0)
-    height = torch.minimum(ay2, by2)
-    torch.maximum(ay1, by1, out=scratch)
-    height.sub_(scratch).clamp_(min=0)
-    intersection = width.mul_(height)
-    area1 = (ax2 - ax1).clamp(min=0) * (ay2 - ay1).clamp(min=0)
-    area2 = (bx2 - bx1).clamp(min=0) * (by2 - by1).clamp(min=0)
-    union = torch.add(area1, area2, out=scratch).sub_(intersection)
-    iou = intersection.div_(union.clamp_(min=torch.finfo(union.dtype).tiny))
-    return iou > iou_threshold
+    """Which pairs of each `(G, K, 4)` group overlap with IoU above the threshold: `(G, K, K)` bool."""
+    boxes = boxes.float()
+    return box_iou(boxes, boxes) > iou_threshold
 
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ssd.cli.arguments import add_threads_argument, require_at_least
+
 HELP = "benchmark inference: latency p50/p95, pictures/s at batch 1 and 8, memory, GFLOP/s"
 
 
@@ -14,12 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     parser.add_argument("--picture", default=None, help="picture to run on (default: a 480x640 random one)")
     parser.add_argument("--runs", type=int, default=50, help="timed runs at batch 1 (default: 50)")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="CPU threads (default: one per CPU not busy with other work)",
-    )
+    add_threads_argument(parser)
     parser.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers (to measure folding)")
     parser.add_argument(
         "--no-channels-last",
@@ -38,8 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from ssd.deploy.benchmark import benchmark_model, format_results
     from ssd.errors import UserError
 
-    if args.runs < 5:
-        raise UserError(f"--runs must be at least 5, got {args.runs}")
+    require_at_least("--runs", args.runs, 5)
     if args.weights:
         from ssd.models.checkpoint import load_model
 

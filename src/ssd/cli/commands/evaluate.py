@@ -4,25 +4,21 @@ from __future__ import annotations
 
 import argparse
 
+from ssd.cli.arguments import add_device_argument, add_model_file_arguments, require_at_least
+
 HELP = "evaluate a model on a dataset split: COCO and VOC metrics, per-class table, PR curves, worst pictures"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", required=True, help="a training checkpoint, or torchvision SSD weights")
+    add_model_file_arguments(
+        parser, "a training checkpoint, or torchvision SSD weights (with --arch)", class_names=False
+    )
     parser.add_argument("--datapath", required=True, help="the dataset's folder (COCO, VOC or YOLO layout)")
     parser.add_argument("--split", default="val", help="which split to evaluate (default: %(default)s)")
-    parser.add_argument("--arch", help="architecture; needed for torchvision weights (e.g. mobilenetv3_ssd)")
-    parser.add_argument(
-        "--num-classes",
-        type=int,
-        help="classes including the background, for torchvision weights (default: read from the file)",
-    )
     parser.add_argument("--out", help="folder for the report (default: runs/eval/<weights>_<split>)")
     parser.add_argument("--batch-size", type=int, default=8, help="pictures per forward pass (default: 8)")
     parser.add_argument("--workers", type=int, default=2, help="processes reading pictures (default: 2)")
-    parser.add_argument(
-        "--device", default="auto", help="auto (the GPU if torch sees one), cpu, cuda or cuda:N"
-    )
+    add_device_argument(parser)
     parser.add_argument(
         "--coco-backend",
         choices=("pycocotools", "faster-coco-eval"),
@@ -50,8 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from ssd.evaluation.report import format_table, write_report
     from ssd.models.checkpoint import load_model
 
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    require_at_least("--batch-size", args.batch_size, 1)
     if args.workers < 0:
         raise UserError(f"--workers cannot be negative, got {args.workers}")
     device = choose_device(args.device)

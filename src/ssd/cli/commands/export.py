@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from ssd.cli.arguments import add_model_file_arguments, class_names_from
+
 HELP = "export to ONNX or TorchScript (optionally with NMS in the graph); the file is checked against PyTorch"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", required=True, help="a checkpoint of ours or a torchvision SSD file")
+    add_model_file_arguments(
+        parser, "a checkpoint of ours or a torchvision SSD file (with --arch)", class_names=True
+    )
     # The choices come from the table of export formats (imported here: see `ssd.cli.main` on start-up).
     from ssd.deploy.formats import DEFAULT_FORMAT, EXPORT_FORMATS
 
@@ -23,13 +27,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out",
         default=None,
         help="output file (default: the weights' name with the format's ending, in the current folder)",
-    )
-    parser.add_argument("--arch", default=None, help="architecture of a torchvision weights file")
-    parser.add_argument(
-        "--num-classes", type=int, default=None, help="classes of a torchvision file (with background)"
-    )
-    parser.add_argument(
-        "--class-names", default=None, metavar="A,B,...", help="names of labels 1..K, comma-separated"
     )
     parser.add_argument(
         "--check-pictures",
@@ -49,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from ssd.models.checkpoint import load_model
 
     weights = Path(args.weights)
-    class_names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
+    class_names = class_names_from(args.class_names)
     model = load_model(weights, arch=args.arch, num_classes=args.num_classes, class_names=class_names)
     export_format = EXPORT_FORMATS[args.format]
     suffix = export_format.suffix

@@ -1,0 +1,52 @@
+"""Arguments several commands share: the model file and how to read it, the device, the thread count, and
+the checks of numeric options (one line naming the option and the value)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ssd.errors import UserError
+
+
+def add_model_file_arguments(parser: argparse.ArgumentParser, weights_help: str, class_names: bool) -> None:
+    """--weights, and what a torchvision file does not say: --arch, --num-classes (and --class-names)."""
+    parser.add_argument("--weights", required=True, help=weights_help)
+    parser.add_argument("--arch", default=None, help="architecture of a torchvision weights file")
+    parser.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help="classes including the background, for a torchvision file (default: read from the file)",
+    )
+    if class_names:
+        parser.add_argument(
+            "--class-names",
+            default=None,
+            metavar="A,B,...",
+            help="names of labels 1..K, comma-separated, when the file has none",
+        )
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", default="auto", help="auto (the GPU if torch sees one), cpu, cuda or cuda:N"
+    )
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads (default: one per CPU not busy with other work)",
+    )
+
+
+def class_names_from(text: str | None) -> list[str] | None:
+    """`--class-names A,B,...` as a list (None when not given)."""
+    return [name.strip() for name in text.split(",")] if text else None
+
+
+def require_at_least(flag: str, value: int, minimum: int) -> None:
+    if value < minimum:
+        raise UserError(f"{flag} must be at least {minimum}, got {value}")
