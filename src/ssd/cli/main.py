@@ -1,7 +1,7 @@
 """The `ssd` command: one sub-command per job, each in its own module under `ssd.cli.commands`.
 
 Each module exposes `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`. A command module
-imports only argparse (and `ssd.cli.arguments`) at its top and the heavy libraries inside `run`, so `ssd --help` stays fast and a
+imports only argparse (and `ssd.cli.arguments`) at its top and the heavy libraries inside `run`, so a
 missing optional dependency of one command never breaks another.
 """
 

@@ -124,7 +124,7 @@ class _OnnxNonMaxSuppression(torch.autograd.Function):
 class DetectionGraph(nn.Module):
     """Network and post-processing with fixed-shape outputs, for ONNX and TorchScript.
 
-    `images` as `NetworkGraph`'s. Outputs, `D` = detections per image: `boxes` `(B, D, 4)` xyxy in pixels of
+    `images` as `NetworkGraph`'s. Outputs, `D` = detections per picture: `boxes` `(B, D, 4)` xyxy in pixels of
     the input size, `scores` `(B, D)`, `labels` `(B, D)` int64, `confs` `(B, D, C)` and `num_detections`
     `(B,)`; row `i < num_detections[b]` of picture `b` is its i-th detection by decreasing score, as
     `PostProcessor` orders them; the rows after it are zeros. Scale the boxes by (original / input size).

@@ -6,8 +6,8 @@ Per batch:
    background (candidate negatives) and which are ignored (inside crowd boxes);
 2. localisation: smooth L1 (or L1) on the encoded offsets of the positives, or 1 - GIoU on their decoded
    boxes;
-3. classification: cross-entropy on the positives and on the hardest negatives of each image, ranked by
-   their cross-entropy and kept at most `neg_pos_ratio` per positive (hard negative mining); an image
+3. classification: cross-entropy on the positives and on the hardest negatives of each picture, ranked by
+   their cross-entropy and kept at most `neg_pos_ratio` per positive (hard negative mining); a picture
    without objects keeps `negatives_per_empty_image` of them so that it still teaches where nothing is;
 4. both sums are divided by the number of positives, guarded against zero (see `_normaliser`).
 
@@ -34,10 +34,10 @@ class MultiBoxLoss(nn.Module):
     Args:
         num_classes: number of classes *including the background* (class 0): K object classes -> K + 1.
         matcher: an `IoUMatcher` (default: SSD's, threshold 0.5) or a `HungarianMatcher`.
-        neg_pos_ratio: at most this many mined negatives per positive, per image.
+        neg_pos_ratio: at most this many mined negatives per positive, per picture.
         loc_loss: "smooth_l1" (SSD's), "l1", or "giou" (1 - GIoU between decoded and ground-truth boxes).
         loc_weight: weight of the localisation term in the total (SSD's alpha).
-        negatives_per_empty_image: hardest negatives kept in an image with no positive.
+        negatives_per_empty_image: hardest negatives kept in a picture with no positive.
         box_coder: must be the post-processor's coder so that what is learnt decodes the same way.
 
     `forward` returns a dict of 0-d tensors: `loss` (to backpropagate), `loc_loss`, `conf_loss`, `train_acc`
@@ -83,7 +83,7 @@ class MultiBoxLoss(nn.Module):
         self, cls_logits: Tensor, bbox_regression: Tensor, anchors: Tensor, targets: list[dict]
     ) -> dict[str, Tensor]:
         """`cls_logits` `(B, A, C)`, `bbox_regression` `(B, A, 4)` encoded offsets, `anchors` `(A, 4)` xyxy in
-        pixels of the model's input, `targets` one dict per image with `boxes` (same pixels), `labels`
+        pixels of the model's input, `targets` one dict per picture with `boxes` (same pixels), `labels`
         (1..C-1) and optionally `iscrowd`."""
         batch, num_anchors, num_classes = cls_logits.shape
         if num_classes != self.num_classes:
@@ -148,7 +148,7 @@ class MultiBoxLoss(nn.Module):
         k = int(wanted.max())
         if k == 0:
             return torch.zeros_like(candidate)
-        # topk over the candidates only: cheaper than sorting every default box of every image.
+        # topk over the candidates only: cheaper than sorting every default box of every picture.
         ranked = background_loss.masked_fill(~candidate, -1.0)
         top = ranked.topk(k, dim=1, sorted=True).indices
         keep = torch.arange(k, device=labels.device)[None, :] < wanted[:, None]
@@ -157,7 +157,7 @@ class MultiBoxLoss(nn.Module):
     def _normaliser(self, num_positives: Tensor, num_mined: Tensor) -> Tensor:
         """The number of positives; where a batch has few or none, the mined negatives count in their place.
 
-        `max(positives, mined / neg_pos_ratio, 1)`: equal to the positives whenever every image has objects,
+        `max(positives, mined / neg_pos_ratio, 1)`: equal to the positives whenever every picture has objects,
         and for a batch of empty pictures it keeps the loss per mined negative on the same scale as in an
         ordinary batch instead of dividing a sum of many terms by 1.
         """

@@ -10,8 +10,8 @@ Two matchers share one return type (`Matches`) so `MultiBoxLoss` takes either:
   matches.
 
 Both work on a whole batch at once: targets are padded to the largest number of boxes in the batch and every
-step is a tensor operation over (images, default boxes, ground-truth boxes); the Hungarian solve alone runs
-per image, on the CPU, as scipy requires.
+step is a tensor operation over (pictures, default boxes, ground-truth boxes); the Hungarian solve alone runs
+per picture, on the CPU, as scipy requires.
 
 Crowd boxes (`iscrowd`) are never matched. A default box lying mostly inside a crowd box (at least
 `crowd_threshold` of its area) and not matched to an ordinary object is *ignored*: neither positive nor
@@ -39,7 +39,7 @@ class PaddedTargets:
     """A batch's ground truth padded to the largest number of boxes `M` in the batch.
 
     `boxes` `(B, M, 4)` xyxy, `labels` `(B, M)` int64, `crowd` `(B, M)` bool, `valid` `(B, M)` bool (False on
-    padding). Column `m` of image `b` is `targets[b]["boxes"][m]`, so indices point back into the targets.
+    padding). Column `m` of picture `b` is `targets[b]["boxes"][m]`, so indices point back into the targets.
     """
 
     boxes: Tensor
@@ -54,9 +54,9 @@ class PaddedTargets:
 
 @dataclass
 class Matches:
-    """What each default box is matched to, for every image of a batch.
+    """What each default box is matched to, for every picture of a batch.
 
-    `gt_index` `(B, A)` int64: index of the matched box in the image's targets, `BACKGROUND` (-1) or `IGNORED`
+    `gt_index` `(B, A)` int64: index of the matched box in the picture's targets, `BACKGROUND` (-1) or `IGNORED`
     (-2). `labels` `(B, A)` int64: the class to learn, 0 for background, -1 for ignored default boxes.
     `boxes` `(B, A, 4)`: the matched ground-truth box on positives; elsewhere the default box itself.
     """
@@ -75,7 +75,7 @@ class Matches:
 
 
 def pad_targets(targets: list[dict], num_classes: int, device: torch.device | str) -> PaddedTargets:
-    """Stack per-image targets into padded tensors on `device`, checking boxes and labels on the way.
+    """Stack per-picture targets into padded tensors on `device`, checking boxes and labels on the way.
 
     Broken ground truth is refused here with a clear message, rather than turning into a NaN loss or a
     device-side assertion deep inside the cross-entropy.
@@ -253,7 +253,7 @@ class HungarianMatcher(_MatcherBase):
     with `box_a` the model's decoded prediction at `a` (or the default box itself when `match_on` is
     "default_boxes", where the class term is left out) and `|.|_1` taken on (cx, cy, w, h) in units of the
     picture (its size found from the default boxes' centres). `linear_sum_assignment` finds the assignment
-    of least total cost per image. With `top_up_threshold`, default boxes not chosen by the assignment but with
+    of least total cost per picture. With `top_up_threshold`, default boxes not chosen by the assignment but with
     an IoU of at least that much with an object (default box against box, as in SSD) become positives too.
     """
 
