@@ -6,8 +6,8 @@ dataset sample").
 """
 
 from ssd.data.build import SYNTHETIC, available_splits, build_dataset, detect_format, find_format
+from ssd.data.coco_writer import coco_dict, export_coco
 from ssd.data.dataset import DetectionDataset
-from ssd.data.export import coco_dict, export_coco
 from ssd.data.formats.synthetic import SyntheticShapes, write_synthetic_coco
 from ssd.data.loader import build_loader, collate_detection
 from ssd.data.problems import DataWarning

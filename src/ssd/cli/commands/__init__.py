@@ -1,0 +1,1 @@
+"""The sub-commands of `ssd`, one file each (see `ssd.cli.main`)."""

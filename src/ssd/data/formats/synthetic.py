@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from ssd.data.coco_writer import export_coco
 from ssd.data.dataset import DetectionDataset, Record, Transform, single_threaded
-from ssd.data.export import export_coco
 from ssd.data.problems import ProblemLog
 from ssd.errors import DatasetError
 
