@@ -46,6 +46,7 @@ from ssd.training.hooks import (
     MetricsLog,
     PreciseBatchNorm,
     ProgressBar,
+    TensorBoardLog,
     ValidationPictures,
 )
 from ssd.training.hooks.bad_steps import too_many_bad_steps_message
@@ -181,7 +182,12 @@ class Trainer:
             if options.val_pictures > 0:
                 hooks.append(ValidationPictures(options.val_pictures))
         if main:
-            hooks += [Checkpointer(), MetricsLog(parts.run_dir, options.tensorboard), ConsoleReport()]
+            hooks += [
+                Checkpointer(),
+                MetricsLog(parts.run_dir),
+                TensorBoardLog(parts.run_dir, options.tensorboard),
+                ConsoleReport(),
+            ]
         return hooks
 
     def _call(self, point: str, *arguments: Any) -> None:

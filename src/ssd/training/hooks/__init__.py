@@ -8,6 +8,7 @@ from ssd.training.hooks.evaluation import Evaluation
 from ssd.training.hooks.metrics_log import MetricsLog
 from ssd.training.hooks.precise_bn import PreciseBatchNorm
 from ssd.training.hooks.progress import ProgressBar
+from ssd.training.hooks.tensorboard import TensorBoardLog
 from ssd.training.hooks.val_pictures import ValidationPictures
 
 __all__ = [
@@ -20,5 +21,6 @@ __all__ = [
     "MetricsLog",
     "PreciseBatchNorm",
     "ProgressBar",
+    "TensorBoardLog",
     "ValidationPictures",
 ]

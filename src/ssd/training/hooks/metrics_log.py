@@ -1,4 +1,4 @@
-"""The record of how a run learned: `metrics.csv`, TensorBoard events (when installed) and PNG plots.
+"""The record of how a run learned: `metrics.csv` and PNG plots (TensorBoard events: `tensorboard.py`).
 
 One row per epoch. The CSV is rewritten whole from the history every epoch, so a resumed run's file holds
 exactly the epochs its checkpoint knows of, never a duplicate from the epoch that was interrupted.
@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ssd.errors import UserError
 from ssd.training.hooks.base import Hook
 
 if TYPE_CHECKING:
@@ -40,17 +39,12 @@ COLUMNS = (
 class MetricsLog(Hook):
     """Rank 0's record of the run, rewritten after every epoch."""
 
-    def __init__(self, run_dir: str | Path, tensorboard: bool | None = None):
+    def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
         self.csv_path = self.run_dir / "metrics.csv"
-        self.writer = _tensorboard_writer(self.run_dir / "tensorboard", tensorboard)
-
-    @property
-    def tensorboard_enabled(self) -> bool:
-        return self.writer is not None
 
     def write(self, history: Sequence[Mapping[str, Any]]) -> None:
-        """Rewrite metrics.csv and the plots from the whole history; send the last row to TensorBoard."""
+        """Rewrite metrics.csv and the plots from the whole history."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         temporary = self.csv_path.with_suffix(".csv.tmp")
         with open(temporary, "w", newline="") as stream:
@@ -59,21 +53,10 @@ class MetricsLog(Hook):
             for row in history:
                 writer.writerow({k: _csv_value(row.get(k)) for k in COLUMNS})
         temporary.replace(self.csv_path)
-        if history and self.writer is not None:
-            last = history[-1]
-            for key in COLUMNS[2:]:
-                value = last.get(key)
-                if isinstance(value, (int, float)) and math.isfinite(value):
-                    self.writer.add_scalar(key, value, int(last["epoch"]))
-            self.writer.flush()
         write_plots(history, self.run_dir)
 
     def after_epoch(self, trainer: Trainer, row: dict[str, Any]) -> None:
         self.write(trainer.history)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
 
 
 def _csv_value(value: Any) -> Any:
@@ -82,18 +65,6 @@ def _csv_value(value: Any) -> Any:
     if isinstance(value, float):
         return f"{value:.6g}"
     return value
-
-
-def _tensorboard_writer(folder: Path, wanted: bool | None):
-    if wanted is False:
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        if wanted:
-            raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
-        return None
-    return SummaryWriter(log_dir=str(folder))
 
 
 def write_plots(history: Sequence[Mapping[str, Any]], run_dir: str | Path) -> list[Path]:
