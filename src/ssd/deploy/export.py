@@ -1,7 +1,7 @@
 """Export to ONNX or TorchScript, with or without post-processing in the graph, checked against PyTorch.
 
 Every export ends with a check: the exported file is loaded by the predictor a user would use
-(`ssd.deploy.runtime`), run on sample pictures, and its outputs compared with the PyTorch model's. A mismatch
+(`ssd.deploy.formats`), run on sample pictures, and its outputs compared with the PyTorch model's. A mismatch
 fails the export with the numbers (`ExportMismatchError`), so a file that exists is a file that works.
 
 The graph's input is `images` `(B, 3, H, W)`: pictures resized to the input size, RGB in [0, 1]

@@ -1,4 +1,4 @@
-"""The export formats, one file each: how `ssd export` writes a file and how `ssd detect` and `ssd bench` run it.
+"""The export formats, one file each: how `ssd export` writes a file and how `ssd detect` runs one.
 
 Adding a format is a new file defining its `ExportFormat` (a writer, a predictor, which files it claims) and
 one line below; `ssd export --format` offers every format in this table.

@@ -17,9 +17,6 @@ LOG_FILE = "bad_steps.log"
 class BadStepLog(Hook):
     """Every process prints its own skipped steps; only rank 0 writes the file."""
 
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-
     def on_bad_step(self, trainer: Trainer, bad_step: BadStep) -> None:
         context = trainer.context
         ids = ", ".join(str(t.get("file_name") or t.get("image_id")) for t in bad_step.targets)
@@ -28,7 +25,6 @@ class BadStepLog(Hook):
             f"step {bad_step.step}: non-finite {bad_step.what} ({bad_step.loss:g}); step skipped. "
             f"Pictures of this batch{rank}: {ids}"
         )
-        self.messages.append(message)
         print(message, file=sys.stderr, flush=True)
         if context.is_main:
             with open(trainer.parts.run_dir / LOG_FILE, "a") as stream:
