@@ -111,7 +111,9 @@ def _raw_boxes(tree: Element, index_of: dict[str, int], xml_file: str, problems:
             problems.add(xml_file, f"{where}: <bndbox> is missing or not numbers", DROPPED_BOX)
             continue
         difficult = (_text(obj, "difficult") or "0") not in ("0", "false", "False")
-        boxes.append(RawBox(xyxy, index_of[name], where, difficult=difficult))
+        # VOC has no crowd regions; `ssd data convert` writes COCO's as <iscrowd>1</iscrowd> to keep them.
+        iscrowd = (_text(obj, "iscrowd") or "0") not in ("0", "false", "False")
+        boxes.append(RawBox(xyxy, index_of[name], where, iscrowd=iscrowd, difficult=difficult))
     return boxes
 
 
