@@ -102,8 +102,9 @@ def test_bad_annotations_are_dropped_and_named(tmp_path):
     for text in expected:
         assert any(text in message for message in messages), (text, messages)
     assert all(str(json_path) in m for m in messages if "annotation id" in m)
-    assert [r.image_id for r in dataset.records] == [1]
+    assert [r.image_id for r in dataset.records] == [1, 4], "a wrongly stated size is corrected, not skipped"
     assert dataset.records[0].boxes.tolist() == [[50, 40, 64, 48]]
+    assert dataset.records[1].width == 64
     with pytest.raises(DatasetError, match="problem"):
         build_dataset(tmp_path, "train", strict=True)
 
@@ -143,7 +144,7 @@ def test_export_keeps_category_ids_crowd_and_every_box(tmp_path):
     dataset, _ = _load(shared_path(COCO_MINI), "val")
     exported = export_coco(dataset, tmp_path / "val.json", image_root=COCO_MINI / "val2017")
     assert {c["id"] for c in exported["categories"]} == set(dataset.label_to_category_id.values())
-    again, _ = _load(tmp_path / "val.json", image_root=COCO_MINI / "val2017")
+    again, _ = _load(tmp_path / "val.json", "all", image_root=COCO_MINI / "val2017")
     assert again.class_names == dataset.class_names
     assert again.label_to_category_id == dataset.label_to_category_id
     for before, after in zip(dataset.targets, again.targets, strict=True):
@@ -160,7 +161,10 @@ def test_voc_to_coco_round_trip_keeps_difficult(tmp_path):
     export_coco(voc, tmp_path / "out" / "voc.json")
     data = json.loads((tmp_path / "out" / "voc.json").read_text())
     assert data["images"][0]["file_name"] == "../voc/JPEGImages/1.jpg"
-    coco, _ = _load(tmp_path / "out" / "voc.json")
+    with pytest.warns(DataWarning, match="leaves the pictures folder"):  # never read outside it unasked
+        assert len(build_dataset(tmp_path / "out" / "voc.json", "all")) == 0
+    export_coco(voc, tmp_path / "out" / "voc.json", image_root=root / "JPEGImages")
+    coco, _ = _load(tmp_path / "out" / "voc.json", "all", image_root=root / "JPEGImages")
     assert coco.class_names == ["a", "b"]
     assert [t["boxes"].tolist() for t in coco.targets] == [[[1, 2, 30, 40], [3, 3, 9, 9]], []]
     assert coco.get_target(0)["difficult"].tolist() == [True, False]
@@ -170,7 +174,7 @@ def test_voc_to_coco_round_trip_keeps_difficult(tmp_path):
 def test_bccd_voc_to_coco_round_trip_keeps_every_box(tmp_path):
     voc, _ = _load(shared_path(BCCD), "trainval")
     export_coco(voc, tmp_path / "bccd.json", image_root=BCCD / "JPEGImages")
-    coco, _ = _load(tmp_path / "bccd.json", image_root=BCCD / "JPEGImages")
+    coco, _ = _load(tmp_path / "bccd.json", "all", image_root=BCCD / "JPEGImages")
     assert len(coco) == len(voc) == 292
     assert sum(len(t["boxes"]) for t in coco.targets) == sum(len(t["boxes"]) for t in voc.targets) == 3941
     for before, after in zip(voc.targets, coco.targets, strict=True):

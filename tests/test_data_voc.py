@@ -93,16 +93,19 @@ def test_bad_pictures_and_files_are_skipped(tmp_path):
     (root / "JPEGImages" / "2.jpg").unlink()  # missing picture
     (root / "JPEGImages" / "3.jpg").write_bytes(b"not a picture at all")  # corrupt picture
     (root / "Annotations" / "4.xml").write_text("<annotation><size><width>64</width>")  # truncated XML
-    write_picture(root / "JPEGImages" / "5.jpg", 32, 32)  # not the size its XML says
+    write_picture(root / "JPEGImages" / "5.jpg", 32, 32)  # not the size its XML says: the picture wins
     dataset, caught = _load(root)
-    assert len(dataset) == 1 and len(caught) == 1
+    assert len(dataset) == 2 and len(caught) == 1
     messages = {p.file.rsplit("/", 1)[-1]: p.message for p in dataset.problems.problems}
     assert "missing" in messages["2.jpg"]
     assert "not a picture" in messages["3.jpg"]
     assert "XML cannot be parsed" in messages["4.xml"]
-    assert "64x48 but the picture is 32x32" in messages["5.xml"]
+    assert "64x48 but the picture is 32x32; the picture's size is used" in messages["5.xml"]
     assert "no such file" in messages["6.xml"]
-    assert all(p.action == "skipped picture" for p in dataset.problems.problems)
+    actions = {p.file.rsplit("/", 1)[-1]: p.action for p in dataset.problems.problems}
+    assert actions.pop("5.xml") == "size corrected"
+    assert set(actions.values()) == {"skipped picture"}
+    assert [dataset.get_target(i)["orig_size"] for i in range(2)] == [(48, 64), (32, 32)]
 
 
 def test_truncated_picture_is_found_by_decode_and_skipped_when_loading(tmp_path):

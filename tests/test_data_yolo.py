@@ -92,7 +92,7 @@ def test_bad_labels_are_dropped_and_named(tmp_path):
 
 def test_missing_names_and_missing_split_are_clear_errors(tmp_path):
     root = write_yolo(tmp_path, "train", {"a": ""}, names=["x"])
-    with pytest.raises(DatasetError, match="no pictures folder for split 'test' \\(splits found: train\\)"):
+    with pytest.raises(DatasetError, match="no split 'test' \\(splits found: train\\)"):
         build_dataset(root, "test")
     (root / "data.yaml").write_text("nc: 3\n")
     with pytest.raises(DatasetError, match="no class names"):

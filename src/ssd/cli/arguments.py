@@ -50,3 +50,29 @@ def class_names_from(text: str | None) -> list[str] | None:
 def require_at_least(flag: str, value: int, minimum: int) -> None:
     if value < minimum:
         raise UserError(f"{flag} must be at least {minimum}, got {value}")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """How a dataset is read, beyond its path: where a COCO JSON's pictures are, the largest picture."""
+    parser.add_argument(
+        "--image-root",
+        default=None,
+        help="where a COCO JSON's pictures are, when not beside it or in images/",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=None,
+        help="pictures larger than this are refused as decompression bombs (default: 89478485, PIL's)",
+    )

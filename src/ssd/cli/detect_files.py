@@ -92,6 +92,7 @@ class DetectionRun:
         batch_size: int = 8,
         write_pictures: bool = True,
         write_yolo: bool = False,
+        max_pixels: int | None = None,
     ):
         self.detector = detector
         self.out_dir = Path(out_dir)
@@ -100,6 +101,7 @@ class DetectionRun:
         self.batch_size = batch_size
         self.write_pictures = write_pictures
         self.write_yolo = write_yolo
+        self.max_pixels = max_pixels  # None: the package's limit (ssd.data.pictures.MAX_PIXELS)
         self.class_names = detector.class_names
         self.labels = resolve_classes(classes, self.class_names, detector.num_classes) if classes else None
         self.results: list[dict[str, Any]] = []
@@ -139,7 +141,7 @@ class DetectionRun:
         readable: list[tuple[MediaFile, Tensor]] = []
         for media in files:
             try:
-                readable.append((media, read_picture(media.path)))
+                readable.append((media, read_picture(media.path, max_pixels=self.max_pixels)))
             except UnreadablePicture as error:
                 self._skip(media.path, f"cannot read the picture ({error.reason})")
         if not readable:

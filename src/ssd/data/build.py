@@ -1,7 +1,8 @@
 """A dataset from the path a user gives: its format recognised, its splits listed, a split loaded.
 
-`build_dataset(path, split)` recognises the layout by itself; every format gives the same `DetectionDataset`
-whose samples follow the package's convention (README, "A dataset sample").
+`build_dataset(path, split)` recognises the layout by itself and matches the split by meaning
+(`ssd.data.splits`); every format gives the same `DetectionDataset` whose samples follow the package's
+convention (README, "A dataset sample").
 """
 
 from __future__ import annotations
@@ -12,6 +13,15 @@ from ssd.data.dataset import VERIFY_LEVELS, DetectionDataset, Transform
 from ssd.data.formats import FORMATS, DataFormat, LoadOptions
 from ssd.data.formats.synthetic import DEFAULT_SIZES as SYNTHETIC_SPLITS
 from ssd.data.formats.synthetic import SyntheticShapes
+from ssd.data.splits import (
+    AUTOMATIC_SPLITS,
+    SPLIT_SEED,
+    VAL_FRACTION,
+    WHOLE,
+    is_unsplit,
+    resolve_split,
+    validation_indices,
+)
 from ssd.errors import DatasetError
 
 SYNTHETIC = "synthetic"
@@ -59,8 +69,19 @@ def detect_format(path: str | Path, split: str = "train") -> tuple[str, Path]:
 
 
 def available_splits(path: str | Path) -> list[str]:
+    """The splits a user can name: the dataset's own, or "train" and "val" of an unsplit dataset, which
+    `build_dataset` divides (`ssd.data.splits`)."""
     fmt, root = find_format(path)
-    return list(SYNTHETIC_SPLITS) if fmt is None else fmt.splits(root)
+    if fmt is None:
+        return list(SYNTHETIC_SPLITS)
+    names = fmt.splits(root)
+    return list(AUTOMATIC_SPLITS) if is_unsplit(names) else names
+
+
+def is_automatically_split(path: str | Path) -> bool:
+    """Whether the dataset at `path` has no splits of its own, so that "train" and "val" are divided here."""
+    fmt, root = find_format(path)
+    return fmt is not None and is_unsplit(fmt.splits(root))
 
 
 def build_dataset(
@@ -72,16 +93,22 @@ def build_dataset(
     transform: Transform | None = None,
     class_names: list[str] | None = None,
     image_root: str | Path | None = None,
+    max_pixels: int | None = None,
+    val_fraction: float = VAL_FRACTION,
+    split_seed: int = SPLIT_SEED,
     **synthetic_options,
 ) -> DetectionDataset:
     """The dataset at `path` (a folder of any supported layout, a COCO JSON, or "synthetic"), split `split`.
 
-    By default bad boxes are dropped and bad pictures skipped with one warning that counts them; `strict`
-    turns any problem into a DatasetError listing them, and decodes every picture up front (`verify="decode"`)
-    so a corrupt one is found before training starts. `verify` is "exists", "header" (default) or "decode".
-    `class_names` fixes VOC's classes (else every name found, sorted); `image_root` is where a COCO JSON's
-    pictures are, when they are not next to it; `synthetic_options` go to `SyntheticShapes` (num_images,
-    seed, image_size).
+    `split` is matched by meaning ("val" finds `val2017` or `valid`, see `ssd.data.splits`); of a dataset
+    without splits, "train" and "val" are its two parts (`val_fraction` of the pictures for validation, chosen
+    by `split_seed`) and "all" is every picture. By default bad boxes are dropped and bad pictures skipped with
+    one warning that counts them; `strict` turns any problem into a DatasetError listing them, and decodes
+    every picture up front (`verify="decode"`) so a corrupt one is found before training starts. `verify` is
+    "exists", "header" (default) or "decode". `class_names` fixes VOC's classes (else every name found,
+    sorted); `image_root` is where a COCO JSON's pictures are, when they are not next to it; pictures over
+    `max_pixels` are refused as decompression bombs; `synthetic_options` go to `SyntheticShapes`
+    (num_images, seed, image_size).
     """
     verify = verify or ("decode" if strict else "header")
     if verify not in VERIFY_LEVELS:
@@ -97,5 +124,30 @@ def build_dataset(
         transform=transform,
         class_names=class_names,
         image_root=Path(image_root) if image_root is not None else None,
+        max_pixels=max_pixels,
     )
-    return fmt.load(root, split, options)
+    names = fmt.splits(root)
+    if not is_unsplit(names):
+        return fmt.load(root, split if split == WHOLE else resolve_split(split, names, str(root)), options)
+    whole = fmt.load(root, names[0] if names else WHOLE, options)
+    if split == WHOLE or split in names:
+        return whole
+    if split not in AUTOMATIC_SPLITS:
+        raise DatasetError(
+            f"{root}: no split '{split}'; the dataset has no splits of its own, so it is divided into "
+            f"{' and '.join(AUTOMATIC_SPLITS)} (or take '{WHOLE}')"
+        )
+    folder = root if root.is_dir() else root.parent
+    keys = [_key(record.path, folder) for record in whole.records]
+    validation = validation_indices(keys, val_fraction, split_seed)
+    wanted = [i for i in range(len(keys)) if (i in validation) == (split == AUTOMATIC_SPLITS[1])]
+    source = f"{whole.source}, automatic '{split}' ({val_fraction:g} for validation, seed {split_seed})"
+    return whole.subset(wanted, source)
+
+
+def _key(picture: Path, folder: Path) -> str:
+    """A picture's name inside its dataset, the same wherever the dataset folder is."""
+    try:
+        return Path(picture).relative_to(folder).as_posix()
+    except ValueError:
+        return Path(picture).as_posix()

@@ -26,12 +26,17 @@ class SplitReport:
     problems: list = field(default_factory=list)
 
 
-def check_split(path: str, split: str) -> SplitReport:
-    """Build the split with every picture decoded and every problem collected (not raised)."""
+def check_split(path: str, split: str, **load_options) -> SplitReport:
+    """Build the split with every picture decoded and every problem collected (not raised);
+    `load_options` go to `build_dataset` (image_root, max_pixels)."""
     fmt, _ = detect_format(path, split)
+    if fmt == "synthetic":
+        load_options = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the report lists the problems itself
-        dataset = build_dataset(path, split, verify="exists" if fmt == "synthetic" else "decode")
+        dataset = build_dataset(
+            path, split, verify="exists" if fmt == "synthetic" else "decode", **load_options
+        )
     return SplitReport(split, dataset, list(dataset.problems.problems))
 
 

@@ -9,6 +9,7 @@ for, and `get_target` gives the ground truth without decoding anything (evaluati
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,8 +20,16 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ssd.data.pictures import picture_size, read_picture
-from ssd.data.problems import CLIPPED_BOX, DROPPED_BOX, SKIPPED_PICTURE, DataWarning, ProblemLog
+from ssd.data.pictures import picture_info, read_picture
+from ssd.data.problems import (
+    CLIPPED_BOX,
+    DROPPED_BOX,
+    SIZE_CORRECTED,
+    SKIPPED_PICTURE,
+    WARNED,
+    DataWarning,
+    ProblemLog,
+)
 from ssd.errors import DatasetError
 
 Target = dict
@@ -52,6 +61,9 @@ class Record:
     difficult: Tensor = field(default_factory=lambda: torch.zeros((0,), dtype=torch.bool))
     # The annotation's area (COCO's is the mask's, which decides AP small/medium/large); None: the box's.
     area: Tensor | None = None
+    # Whether the picture is read with its EXIF orientation applied: yes, unless its annotation was made on
+    # the stored pixels (see `checked_picture_size`).
+    orient: bool = True
 
     def __post_init__(self) -> None:
         if self.area is None:
@@ -100,12 +112,14 @@ class DetectionDataset(Dataset):
         problems: ProblemLog,
         transform: Transform | None = None,
         label_to_category_id: dict[int, int] | None = None,
+        max_pixels: int | None = None,
     ):
         self.records = records
         self.class_names = list(class_names)
         self.source = source
         self.problems = problems
         self.transform = transform
+        self.max_pixels = max_pixels  # larger pictures are refused as decompression bombs (None: the default)
         # COCO keeps its own category ids; every other format's ids are the labels themselves.
         self.label_to_category_id = label_to_category_id or {i: i for i in range(1, len(class_names) + 1)}
         self._unreadable: set[int] = set()
@@ -135,6 +149,19 @@ class DetectionDataset(Dataset):
     def targets(self) -> list[Target]:
         return [record.target() for record in self.records]
 
+    def subset(self, indices: list[int], source: str) -> DetectionDataset:
+        """The pictures at `indices`, with this dataset's classes, problems and settings."""
+        records = [self.records[i] for i in indices]
+        return DetectionDataset(
+            records,
+            self.class_names,
+            source,
+            self.problems,
+            self.transform,
+            self.label_to_category_id,
+            self.max_pixels,
+        )
+
     def load(self, index: int) -> tuple[Tensor, Target]:
         """Decode picture `index` and its target, with no transform. A picture that cannot be read is an error
         under `strict`; otherwise it is skipped with a warning and the next readable one is returned."""
@@ -144,7 +171,7 @@ class DetectionDataset(Dataset):
                 continue
             record = self.records[candidate]
             try:
-                image = read_picture(record.path)
+                image = read_picture(record.path, max_pixels=self.max_pixels, orient=record.orient)
                 if tuple(image.shape[1:]) != (record.height, record.width):
                     raise DatasetError(
                         f"{record.path}: picture is {image.shape[2]}x{image.shape[1]}, its annotation says "
@@ -188,6 +215,7 @@ def checked_record(
     raw_boxes: list[RawBox],
     annotation_file: str,
     problems: ProblemLog,
+    orient: bool = True,
 ) -> Record:
     """A record holding only the boxes that make sense in a `width` x `height` picture.
 
@@ -244,35 +272,87 @@ def checked_record(
             ],
             dtype=torch.float32,
         ),
+        orient=orient,
     )
+
+
+@dataclass(frozen=True)
+class PictureSize:
+    height: int
+    width: int
+    orient: bool  # read with its EXIF orientation applied
 
 
 def checked_picture_size(
     path: Path,
-    stated: tuple[int, int],
+    stated: tuple[object, object] | None,
     verify: str,
     annotation_file: str,
     what: str,
     problems: ProblemLog,
-) -> tuple[int, int] | None:
-    """The picture's (height, width): as the annotation states it, checked against the file unless `verify`
-    is "exists" (read from the file when the annotation gives none). None, reported as a skipped picture,
-    when the file cannot be read or its size differs from what `what` (e.g. "<size>") states."""
-    if verify == "exists" and min(stated) > 0:
-        return stated
+    max_pixels: int | None = None,
+) -> PictureSize | None:
+    """The picture's size, checked against what its annotation states (`stated`: (height, width) as written,
+    None when the annotation gives none); None, reported as a skipped picture, when the file cannot be read.
+
+    The picture's size wins: a stated size that is not a size, or differs, is reported and corrected. Sizes are
+    of the picture as shown (EXIF orientation applied), unless the annotation states the stored pixels' size
+    of a picture whose orientation turns it: then the annotation was made on the stored pixels, and the
+    picture is read without turning so that its boxes still fit. With `verify="exists"` a valid stated size is
+    trusted without opening the file.
+    """
+    given = _stated_size(stated)
+    if verify == "exists" and given is not None:
+        return PictureSize(given[0], given[1], orient=True)
     try:
-        height, width = picture_size(path, verify)
+        info = picture_info(path, verify, max_pixels)
     except DatasetError as error:
         problems.add(str(path), str(error).split(": ", 1)[1], SKIPPED_PICTURE)
         return None
-    if min(stated) > 0 and stated != (height, width):
+    shown, stored = (info.height, info.width), (info.stored_height, info.stored_width)
+    if stated is not None and given is None:
         problems.add(
             annotation_file,
-            f"{what} says {stated[1]}x{stated[0]} but the picture is {width}x{height} ({path})",
-            SKIPPED_PICTURE,
+            f"{what} says {_size_text(stated)}, which is not a picture size; the picture's "
+            f"{info.width}x{info.height} is used ({path})",
+            SIZE_CORRECTED,
         )
+    elif given is not None and given != shown:
+        if given == stored:
+            problems.add(
+                annotation_file,
+                f"{what} gives the stored size {info.stored_width}x{info.stored_height} of a picture that its "
+                f"EXIF orientation {info.orientation} turns; read unturned, as it was annotated ({path})",
+                WARNED,
+            )
+            return PictureSize(stored[0], stored[1], orient=False)
+        problems.add(
+            annotation_file,
+            f"{what} says {given[1]}x{given[0]} but the picture is {info.width}x{info.height}; the picture's "
+            f"size is used ({path})",
+            SIZE_CORRECTED,
+        )
+    return PictureSize(shown[0], shown[1], orient=True)
+
+
+def _stated_size(stated: tuple[object, object] | None) -> tuple[int, int] | None:
+    """(height, width) when both are whole positive numbers (as numbers or text), else None."""
+    if stated is None:
         return None
-    return height, width
+    sides = []
+    for value in stated:
+        try:
+            number = float(str(value).strip()) if not isinstance(value, bool) else float("nan")
+        except ValueError:
+            return None
+        if not (math.isfinite(number) and number >= 1 and number == int(number)) or number > 2**31:
+            return None
+        sides.append(int(number))
+    return sides[0], sides[1]
+
+
+def _size_text(stated: tuple[object, object]) -> str:
+    return f"{str(stated[1])[:20]}x{str(stated[0])[:20]}"
 
 
 def numeric_image_ids(names: list[str]) -> list[int]:

@@ -18,12 +18,16 @@ DROPPED_BOX = "dropped box"
 CLIPPED_BOX = "clipped box"
 SKIPPED_PICTURE = "skipped picture"
 SKIPPED_ANNOTATION = "skipped annotation"
+SIZE_CORRECTED = "size corrected"  # an annotation's picture size, replaced by the picture's own
+WARNED = "warning"  # kept as it is, but worth a look
 
 _PLURAL = {
     DROPPED_BOX: "dropped boxes",
     CLIPPED_BOX: "clipped boxes",
     SKIPPED_PICTURE: "skipped pictures",
     SKIPPED_ANNOTATION: "skipped annotations",
+    SIZE_CORRECTED: "sizes corrected",
+    WARNED: "warnings",
 }
 
 # How many problems an error or a warning lists before it says "and N more".

@@ -7,6 +7,9 @@ A checkpoint is a dict of plain types and tensors:
   ema                                   the EMA weights' state dict, or absent
   optimizer, scheduler, scaler, epoch, step, rng, metrics, command   training state, for an exact resume
                                        (written by `ssd.training`, which reads it back to resume)
+  data                                  the splits it trained and validated on (datapath, train_split,
+                                       val_split, automatic, val_fraction, split_seed): `ssd eval`
+                                       without --split evaluates the same pictures
 """
 
 from __future__ import annotations

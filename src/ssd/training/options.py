@@ -30,8 +30,13 @@ class TrainOptions:
     # what to train, on what
     arch: str = "mobilenetv3_ssd"
     datapath: str = "synthetic"
-    train_split: str | None = None  # None: "train", else "trainval"
-    val_split: str | None = None  # None: "val", else "valid", else "test"; "none" turns evaluation off
+    train_split: str | None = None  # matched by meaning (ssd.data.splits); None: the training split
+    val_split: str | None = (
+        None  # None: the validation split, else the test split; "none" turns evaluation off
+    )
+    val_fraction: float = 0.1  # of a dataset without splits, the part held out for validation
+    image_root: str | None = None  # where a COCO JSON's pictures are, when not beside it
+    max_pixels: int | None = None  # larger pictures are refused as decompression bombs (None: PIL's limit)
     num_classes: int | None = None
     input_size: int | None = None  # None: the architecture's own
     anchor_scales: str = "default"  # "default", "auto" (fitted to the training boxes) or "s1,s2,...,s_{m+1}"
@@ -125,6 +130,10 @@ class TrainOptions:
             raise UserError(f"--ema-decay must be between 0 and 1, got {self.ema_decay}")
         if self.lr_batch is not None and self.lr_batch < 1:
             raise UserError(f"--lr-batch must be at least 1, got {self.lr_batch}")
+        if not 0 < self.val_fraction < 1:
+            raise UserError(f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
+        if self.max_pixels is not None and self.max_pixels < 1:
+            raise UserError(f"--max-pixels must be at least 1, got {self.max_pixels}")
         if self.input_size is not None and self.input_size < 32:
             raise UserError(f"--input-size {self.input_size} is too small")
 
@@ -187,7 +196,7 @@ def resolve_options(given: Mapping[str, Any], config_file: str | Path | None = N
         values.update(SYNTHETIC_RECIPE)
     values.update(from_file)
     values.update(given)
-    for key in ("datapath", "weights", "save", "resume", "project"):
+    for key in ("datapath", "weights", "save", "resume", "project", "image_root"):
         if values.get(key) is not None:
             values[key] = str(values[key])
     options = TrainOptions(**values)

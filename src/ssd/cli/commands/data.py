@@ -3,13 +3,16 @@
 ssd data check PATH [--split S] [--strict]     what it holds and every problem in it
 ssd data show PATH [--preset ssd] [--out grid.png]   a grid of augmented pictures with their boxes
 ssd data synthetic OUT [--train N] [--val N] [--test N]   write the built-in synthetic data as COCO
+ssd data convert SRC --to coco|voc|yolo OUT [--split S]   write a dataset in another format
 """
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "check a dataset, show its augmentation, or write the synthetic dataset to disk"
+from ssd.cli.arguments import add_dataset_arguments
+
+HELP = "check a dataset, show its augmentation, convert it to another format, or write the synthetic data"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,10 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("path", help="dataset folder (COCO, VOC, YOLO), COCO JSON, or 'synthetic'")
     check.add_argument("--split", action="append", help="split to check (repeatable; default: every split)")
     check.add_argument("--strict", action="store_true", help="exit with status 1 when any problem is found")
+    add_dataset_arguments(check)
 
     show = sub.add_parser("show", help="write a grid of augmented pictures with their boxes to a PNG")
     show.add_argument("path", help="dataset folder (COCO, VOC, YOLO), COCO JSON, or 'synthetic'")
-    show.add_argument("--split", default="train")
+    show.add_argument("--split", default="train", help="matched by meaning: train finds train2017")
+    add_dataset_arguments(show)
     show.add_argument("--preset", default="ssd", help="augmentation preset: ssd, ssdlite or none")
     show.add_argument("--size", type=int, default=300, help="side of the augmented pictures, pixels")
     show.add_argument("--pictures", type=int, default=4, help="rows: how many pictures")
@@ -37,24 +42,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     synthetic.add_argument("--test", type=int, default=200)
     synthetic.add_argument("--seed", type=int, default=0)
 
+    convert = sub.add_parser("convert", help="write a dataset as COCO, VOC or YOLO (pictures are copied)")
+    convert.add_argument("src", help="dataset folder (COCO, VOC, YOLO) or COCO JSON")
+    # Checked by the conversion rather than argparse, so a wrong name is the usual one-line error.
+    convert.add_argument("--to", required=True, metavar="coco|voc|yolo", help="format to write")
+    convert.add_argument("out", help="folder to write; must be new or empty")
+    convert.add_argument(
+        "--split", action="append", help="split to convert (repeatable; default: every split)"
+    )
+
 
 def run(args: argparse.Namespace) -> int:
-    return {"check": _check, "show": _show, "synthetic": _synthetic}[args.data_command](args)
+    actions = {"check": _check, "show": _show, "synthetic": _synthetic, "convert": _convert}
+    return actions[args.data_command](args)
 
 
 def _check(args: argparse.Namespace) -> int:
-    from ssd.data import available_splits, detect_format
+    from ssd.data import available_splits, detect_format, is_automatically_split
     from ssd.data.checks import check_split, format_report
-    from ssd.errors import DatasetError
+    from ssd.data.splits import AUTOMATIC_SPLITS, VAL_FRACTION, WHOLE
 
     fmt, root = detect_format(args.path)
-    splits = args.split or available_splits(args.path)
-    if not splits:
-        raise DatasetError(f"{root}: no splits found; name one with --split")
-    print(f"{root}: {fmt} dataset, splits {', '.join(splits)}")
+    if args.split:
+        splits = args.split
+        print(f"{root}: {fmt} dataset, splits {', '.join(splits)}")
+    elif is_automatically_split(args.path):
+        # Each picture is checked once; training divides them into train and val itself.
+        splits = [WHOLE]
+        print(
+            f"{root}: {fmt} dataset without splits of its own; training divides it into "
+            f"{' and '.join(AUTOMATIC_SPLITS)} ({VAL_FRACTION:g} for validation unless --val-fraction says otherwise)"
+        )
+    else:
+        splits = available_splits(args.path)
+        print(f"{root}: {fmt} dataset, splits {', '.join(splits)}")
     problems = 0
     for split in splits:
-        report = check_split(args.path, split)
+        report = check_split(args.path, split, image_root=args.image_root, max_pixels=args.max_pixels)
         problems += len(report.problems)
         print()
         print(format_report(report))
@@ -76,7 +100,7 @@ def _show(args: argparse.Namespace) -> int:
     transform = build_transforms(args.preset, args.size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # `ssd data check` is where problems are reported
-        dataset = build_dataset(args.path, args.split)
+        dataset = build_dataset(args.path, args.split, image_root=args.image_root, max_pixels=args.max_pixels)
     grid = augmentation_grid(dataset, transform, args.size, args.pictures, args.columns, args.seed)
     out = save_grid(grid, args.out)
     print(
@@ -95,4 +119,18 @@ def _synthetic(args: argparse.Namespace) -> int:
     written = write_synthetic_coco(args.out, sizes, seed=args.seed)
     for split, json_path in written.items():
         print(f"{split}: {sizes[split]} pictures, {json_path}")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    import warnings
+
+    from ssd.data import convert_dataset
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # problems in the source are counted in each split's line instead
+        written = convert_dataset(args.src, args.to, args.out, args.split)
+    for report in written:
+        print(report.line())
+    print(f"wrote {args.out}: {args.to} dataset converted from {args.src}")
     return 0

@@ -37,6 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-pictures", action="store_true", help="write only the detections, no annotated pictures"
     )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="largest picture read, in pixels (width x height); larger ones are skipped as possible "
+        "decompression bombs (default: 89478485, Pillow's own limit)",
+    )
     add_device_argument(parser)
     add_threads_argument(parser)
 
@@ -48,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
     require_at_least("--batch-size", args.batch_size, 1)
     require_at_least("--max-det", args.max_det, 1)
+    if args.max_pixels is not None:
+        require_at_least("--max-pixels", args.max_pixels, 1)
     if not 0.0 <= args.score <= 1.0:
         raise UserError(f"--score must be between 0 and 1, got {args.score}")
     class_names = class_names_from(args.class_names)
@@ -68,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         write_pictures=not args.no_pictures,
         write_yolo=args.yolo,
+        max_pixels=args.max_pixels,
     )
     summary = detection_run.run(args.inputs)
     print(summary.describe())

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from ssd.cli.arguments import add_device_argument, add_model_file_arguments, require_at_least
+from ssd.cli.arguments import (
+    add_dataset_arguments,
+    add_device_argument,
+    add_model_file_arguments,
+    require_at_least,
+)
 
 HELP = "evaluate a model on a dataset split: COCO and VOC metrics, per-class table, PR curves, worst pictures"
 
@@ -14,7 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser, "a training checkpoint, or torchvision SSD weights (with --arch)", class_names=False
     )
     parser.add_argument("--datapath", required=True, help="the dataset's folder (COCO, VOC or YOLO layout)")
-    parser.add_argument("--split", default="val", help="which split to evaluate (default: %(default)s)")
+    parser.add_argument(
+        "--split",
+        help="split to evaluate, matched by meaning: val finds val2017 or valid (default: the split the "
+        "checkpoint validated on, else the validation split, else test; of a dataset without splits, all of it)",
+    )
+    add_dataset_arguments(parser)
     parser.add_argument("--out", help="folder for the report (default: runs/eval/<weights>_<split>)")
     parser.add_argument("--batch-size", type=int, default=8, help="pictures per forward pass (default: 8)")
     parser.add_argument("--workers", type=int, default=2, help="processes reading pictures (default: 2)")
@@ -44,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from ssd.errors import UserError
     from ssd.evaluation.evaluator import Evaluator
     from ssd.evaluation.report import format_table, write_report
+    from ssd.evaluation.split_choice import split_to_evaluate
     from ssd.models.checkpoint import load_model
 
     require_at_least("--batch-size", args.batch_size, 1)
@@ -53,7 +64,16 @@ def run(args: argparse.Namespace) -> int:
 
     if not Path(args.weights).is_file():
         raise UserError(f"{args.weights}: no such weights file")
-    dataset = build_dataset(args.datapath, args.split)
+    choice = split_to_evaluate(args.datapath, args.split, args.weights)
+    print(f"evaluating split '{choice.split}' of {args.datapath}: {choice.reason}")
+    dataset = build_dataset(
+        args.datapath,
+        choice.split,
+        val_fraction=choice.val_fraction,
+        split_seed=choice.split_seed,
+        image_root=args.image_root,
+        max_pixels=args.max_pixels,
+    )
     # A torchvision file's class count is read from its classification head unless given; the evaluator
     # then says plainly if it does not fit the dataset.
     model = load_model(args.weights, arch=args.arch, num_classes=args.num_classes, device=device)
@@ -69,9 +89,9 @@ def run(args: argparse.Namespace) -> int:
     result = evaluator(model)
     print(format_table(result))
 
-    default_out = Path("runs") / "eval" / f"{Path(args.weights).stem}_{args.split}"
+    default_out = Path("runs") / "eval" / f"{Path(args.weights).stem}_{choice.split}"
     out_dir = Path(args.out) if args.out else default_out
-    run = {"weights": str(args.weights), "datapath": str(args.datapath), "split": args.split}
+    run = {"weights": str(args.weights), "datapath": str(args.datapath), "split": choice.split}
     run["arch"] = model.config.arch
     written = write_report(result, out_dir, dataset, args.worst, args.score_threshold, run)
     print(f"\nreport written to {out_dir}/: metrics.json, detections_coco.json, pr_curves/", end="")

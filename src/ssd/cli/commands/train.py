@@ -20,11 +20,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("model and data")
     _flag(data, "--arch", help="architecture (default: mobilenetv3_ssd; see `ssd info`)")
     _flag(data, "--datapath", help="dataset folder (COCO, VOC, YOLO), a COCO JSON, or 'synthetic' (default)")
-    _flag(data, "--train-split", help="split to train on (default: train, else trainval)")
+    _flag(
+        data,
+        "--train-split",
+        help="split to train on, matched by meaning: train finds train2017 (default: the training split)",
+    )
     _flag(
         data,
         "--val-split",
-        help="split evaluated after each epoch (default: val, else valid, else test; 'none': off)",
+        help="split evaluated after each epoch (default: the validation split, else test; 'none': off)",
+    )
+    _flag(
+        data,
+        "--val-fraction",
+        float,
+        "of a dataset without splits, the part held out for validation, a fixed choice (default: 0.1)",
+    )
+    _flag(data, "--image-root", help="where a COCO JSON's pictures are, when not beside it or in images/")
+    _flag(
+        data,
+        "--max-pixels",
+        int,
+        "pictures larger than this are refused as decompression bombs (default: 89478485, PIL's)",
     )
     _flag(data, "--num-classes", int, "classes INCLUDING the background (default: the dataset's count + 1)")
     _flag(data, "--input-size", int, "square input size in pixels (default: the architecture's)")
@@ -41,7 +58,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _flag(data, "--synthetic-train", int, "pictures in the synthetic train split")
     _flag(data, "--synthetic-val", int, "pictures in the synthetic val split")
     _flag(data, "--synthetic-image-size", int, "side of the synthetic pictures")
-    _switch(data, "--strict-data", "stop on any problem in the data instead of skipping it with a warning")
+    data.add_argument(
+        "--strict-data",
+        "--strict",
+        dest="strict_data",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="refuse the data, listing every problem, before training instead of skipping bad files",
+    )
 
     schedule = parser.add_argument_group("optimisation")
     _flag(schedule, "--epochs", int, "epochs (default: 80; synthetic: 10)")

@@ -18,6 +18,7 @@ class LoadOptions:
     transform: Transform | None = None
     class_names: list[str] | None = None  # fixes the classes of formats that do not list them (VOC)
     image_root: Path | None = None  # where a COCO JSON's pictures are, when not next to it
+    max_pixels: int | None = None  # larger pictures are refused as decompression bombs (None: the default)
 
 
 @dataclass(frozen=True)
@@ -25,5 +26,7 @@ class DataFormat:
     name: str
     layout: str  # the layout in a few words, for the message when no format recognises a folder
     recognises: Callable[[Path, str], bool]  # (folder or file, split) -> whether it is this format
-    splits: Callable[[Path], list[str]]
-    load: Callable[[Path, str, LoadOptions], DetectionDataset]  # (folder or file, split, options)
+    splits: Callable[[Path], list[str]]  # the split names it finds; none for a layout without splits
+    # (folder or file, split, options); the split "all" (`ssd.data.splits.WHOLE`) of a layout without splits
+    # is every picture
+    load: Callable[[Path, str, LoadOptions], DetectionDataset]

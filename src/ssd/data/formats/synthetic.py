@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from ssd.data.coco_writer import export_coco
 from ssd.data.dataset import DetectionDataset, Record, Transform, single_threaded
 from ssd.data.problems import ProblemLog
+from ssd.data.writers.coco import export_coco
 from ssd.errors import DatasetError
 
 CLASS_NAMES = ["circle", "square", "triangle", "diamond", "cross"]

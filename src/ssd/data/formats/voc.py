@@ -1,13 +1,22 @@
-"""Pascal VOC: `Annotations/<id>.xml`, `JPEGImages/<id>.jpg`, `ImageSets/Main/<split>.txt`.
+"""Pascal VOC XML, in the layouts labelling tools leave it:
+
+- VOC itself: `Annotations/<id>.xml`, `JPEGImages/<id>.jpg`, and `ImageSets/Main/<split>.txt` listing the ids
+  of each split (without it, the dataset has no splits);
+- the same in lower case or with `images/` (`annotations/` + `images/`), optionally with one subfolder per
+  split in both (`annotations/train/`, `images/train/`);
+- LabelImg's: each picture's XML beside it, in one folder or in one folder per split (`train/`, `test/`).
 
 Box corners are taken as written (`xmin`..`xmax`, no 1-based shift), so a box's width is `xmax - xmin` as in
-the usual VOC-to-COCO conversions. Class names, unless given, are every `<name>` found under `Annotations/`
-sorted alphabetically, so each split of one dataset gets the same labels. XML is read with defusedxml: an
-annotation file must not be able to make the reader fetch URLs or expand entities.
+the usual VOC-to-COCO conversions. Class names, unless given, come from a `classes.txt` (or `labels.txt`)
+beside the dataset, else are every `<name>` found in its XMLs sorted alphabetically, so each split of one
+dataset gets the same labels. A picture is the one `<filename>` names in the pictures folder, else the one with
+the XML's name and any picture ending; a `<filename>` that leaves the folder is refused. XML is read with
+defusedxml: an annotation file must not be able to make the reader fetch URLs or expand entities.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from xml.etree.ElementTree import Element, ParseError
 
@@ -24,29 +33,104 @@ from ssd.data.dataset import (
     numeric_image_ids,
 )
 from ssd.data.formats.base import DataFormat, LoadOptions
+from ssd.data.paths import child_folder, inside, read_text_lines
 from ssd.data.pictures import PICTURE_SUFFIXES
 from ssd.data.problems import DROPPED_BOX, SKIPPED_PICTURE, ProblemLog
+from ssd.data.splits import WHOLE
 from ssd.errors import DatasetError
+
+_ANNOTATION_FOLDERS = ("Annotations",)
+_PICTURE_FOLDERS = ("JPEGImages", "images")
+
+
+@dataclass(frozen=True)
+class _Part:
+    """Where one split's XMLs and pictures are; `ids`: the split's ids in order (None: every XML there)."""
+
+    annotations: Path
+    pictures: Path
+    ids: list[str] | None = None
+
+
+def _has_xml(folder: Path) -> bool:
+    return any(p.suffix.lower() == ".xml" for p in folder.iterdir() if p.is_file())
+
+
+def _xml_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".xml")
+
+
+def _voc_folders(root: Path) -> tuple[Path, Path] | None:
+    """(annotations, pictures) of the VOC-like layouts, whatever their case."""
+    annotations = child_folder(root, _ANNOTATION_FOLDERS)
+    pictures = child_folder(root, _PICTURE_FOLDERS)
+    if annotations is None or pictures is None:
+        return None
+    if _has_xml(annotations) or any(_has_xml(d) for d in annotations.iterdir() if d.is_dir()):
+        return annotations, pictures
+    return None
+
+
+def _split_files(root: Path) -> Path | None:
+    image_sets = child_folder(root, ("ImageSets",))
+    return child_folder(image_sets, ("Main",)) if image_sets is not None else None
+
+
+def _labelimg_split_folders(root: Path) -> list[Path]:
+    return sorted(d for d in root.iterdir() if d.is_dir() and _has_xml(d) and _has_pictures(d))
+
+
+def _has_pictures(folder: Path) -> bool:
+    return any(p.suffix.lower() in PICTURE_SUFFIXES for p in folder.iterdir() if p.is_file())
 
 
 def is_voc(root: Path) -> bool:
-    return (root / "Annotations").is_dir() and (root / "JPEGImages").is_dir()
+    if not root.is_dir():
+        return False
+    if _voc_folders(root) is not None:
+        return True
+    return (_has_xml(root) and _has_pictures(root)) or bool(_labelimg_split_folders(root))
 
 
 def voc_splits(root: Path) -> list[str]:
-    main = root / "ImageSets" / "Main"
-    return sorted(p.stem for p in main.glob("*.txt") if "_" not in p.stem) if main.is_dir() else []
+    folders = _voc_folders(root)
+    if folders is None:
+        return [d.name for d in _labelimg_split_folders(root)]
+    main = _split_files(root)
+    if main is not None:
+        listed = sorted(p.stem for p in main.glob("*.txt") if "_" not in p.stem)
+        if listed:
+            return listed
+    annotations, _ = folders
+    return sorted(d.name for d in annotations.iterdir() if d.is_dir() and _has_xml(d))
 
 
-def _split_ids(root: Path, split: str) -> list[str]:
-    if split == "all":
-        return sorted(p.stem for p in (root / "Annotations").glob("*.xml"))
-    split_file = root / "ImageSets" / "Main" / f"{split}.txt"
-    if not split_file.is_file():
-        known = ", ".join(voc_splits(root)) or "none"
-        raise DatasetError(f"{split_file}: no such split file (splits found: {known}; 'all' takes every XML)")
-    ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
-    return list(dict.fromkeys(ids))  # a repeated id would count its boxes twice
+def _parts(root: Path, split: str) -> list[_Part]:
+    """Where the XMLs and pictures of `split` are; DatasetError naming the splits found when it is not one."""
+    folders = _voc_folders(root)
+    splits = voc_splits(root)
+    if split == WHOLE:
+        if folders is None:
+            if _has_xml(root):
+                return [_Part(root, root)]
+            return [_Part(d, d) for d in _labelimg_split_folders(root)]
+        annotations, pictures = folders
+        if _has_xml(annotations):
+            return [_Part(annotations, pictures)]
+        return [_Part(annotations / s, pictures / s) for s in splits]
+    if split not in splits:
+        raise DatasetError(
+            f"{root}: no split '{split}' (splits found: {', '.join(splits) or 'none'}; '{WHOLE}' takes every XML)"
+        )
+    if folders is None:
+        return [_Part(root / split, root / split)]
+    annotations, pictures = folders
+    main = _split_files(root)
+    if main is not None and (main / f"{split}.txt").is_file():
+        lines = read_text_lines(main / f"{split}.txt")
+        ids = list(dict.fromkeys(line.split()[0] for line in lines if line.strip()))  # a repeat counts twice
+        return [_Part(annotations, pictures, ids)]
+    return [_Part(annotations / split, pictures / split)]
 
 
 def _parse(path: Path) -> Element:
@@ -65,34 +149,65 @@ def _text(element: Element | None, tag: str) -> str | None:
     return child.text.strip() if child is not None and child.text else None
 
 
-def _class_names(root: Path, trees: dict[str, Element | None]) -> list[str]:
+def _class_names(root: Path, trees: dict[Path, Element | None]) -> list[str]:
     for name in ("classes.txt", "labels.txt"):
         if (root / name).is_file():
-            return [line.strip() for line in (root / name).read_text().splitlines() if line.strip()]
+            return [line.strip() for line in read_text_lines(root / name) if line.strip()]
     names: set[str] = set()
-    for xml_path in sorted((root / "Annotations").glob("*.xml")):
-        tree = trees.get(xml_path.stem)
-        if tree is None and xml_path.stem not in trees:
-            try:
-                tree = _parse(xml_path)
-            except DatasetError:
-                continue  # reported when (and if) its split is loaded
-        if tree is not None:
-            names.update(filter(None, (_text(obj, "name") for obj in tree.iter("object"))))
+    for part in _parts(root, WHOLE):
+        for xml_path in _xml_files(part.annotations):
+            tree = trees.get(xml_path)
+            if tree is None and xml_path not in trees:
+                try:
+                    tree = _parse(xml_path)
+                except DatasetError:
+                    continue  # reported when (and if) its split is loaded
+            if tree is not None:
+                names.update(filter(None, (_text(obj, "name") for obj in tree.iter("object"))))
     if not names:
-        raise DatasetError(f"{root / 'Annotations'}: no <object><name> found, so no class names")
+        raise DatasetError(f"{root}: no <object><name> found in its XML files, so no class names")
     return sorted(names)
 
 
-def _picture_path(root: Path, image_id: str, tree: Element) -> Path:
-    images = root / "JPEGImages"
-    file_name = _text(tree, "filename")
-    if file_name and (images / file_name).is_file():
-        return images / file_name
-    for suffix in PICTURE_SUFFIXES:
-        if (images / f"{image_id}{suffix}").is_file():
-            return images / f"{image_id}{suffix}"
-    return images / (file_name or f"{image_id}.jpg")
+class _PictureFinder:
+    """The picture of an XML in one folder: the file `<filename>` names, else the XML's name with any ending
+    (in any case: LabelImg keeps `.JPG` as the camera wrote it)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._by_stem: dict[str, Path] | None = None
+
+    def find(self, stem: str, file_name: str | None, xml_file: str, problems: ProblemLog) -> Path | None:
+        if file_name:
+            named = inside(self.folder, file_name)
+            if named is None:
+                problems.add(
+                    xml_file,
+                    f"<filename> {file_name[:80]!r} leaves the pictures folder; refused",
+                    SKIPPED_PICTURE,
+                )
+                return None
+            if named.is_file():
+                return named
+        if self._by_stem is None:
+            pictures = (
+                sorted(
+                    p for p in self.folder.iterdir() if p.is_file() and p.suffix.lower() in PICTURE_SUFFIXES
+                )
+                if self.folder.is_dir()
+                else []
+            )
+            self._by_stem = {}
+            for picture in pictures:
+                self._by_stem.setdefault(picture.stem, picture)
+        found = self._by_stem.get(stem)
+        if found is None and file_name:
+            problems.add(
+                str(self.folder / file_name), f"picture named by {xml_file} is missing", SKIPPED_PICTURE
+            )
+        elif found is None:
+            problems.add(xml_file, f"no picture called {stem!r} in {self.folder}", SKIPPED_PICTURE)
+        return found
 
 
 def _raw_boxes(tree: Element, index_of: dict[str, int], xml_file: str, problems: ProblemLog) -> list[RawBox]:
@@ -125,51 +240,69 @@ def load_voc(
     strict: bool = False,
     verify: str = "header",
     transform: Transform | None = None,
+    max_pixels: int | None = None,
 ) -> DetectionDataset:
     root = Path(root)
-    problems = ProblemLog(f"{root} ({split})", strict=strict)
-    ids = _split_ids(root, split)
-    trees: dict[str, Element | None] = {}
-    for image_id in ids:
-        xml_path = root / "Annotations" / f"{image_id}.xml"
-        if not xml_path.is_file():
-            problems.add(
-                str(xml_path), f"listed in split '{split}' but there is no such file", SKIPPED_PICTURE
-            )
-            trees[image_id] = None
+    source = f"{root} ({split})"
+    problems = ProblemLog(source, strict=strict)
+    entries: list[tuple[Path, _PictureFinder]] = []  # (XML, the finder of its picture), in the split's order
+    for part in _parts(root, split):
+        finder = _PictureFinder(part.pictures)
+        if part.ids is None:
+            entries += [(xml_path, finder) for xml_path in _xml_files(part.annotations)]
             continue
+        for image_id in part.ids:
+            xml_path = inside(part.annotations, f"{image_id}.xml")
+            if xml_path is None or not xml_path.is_file():
+                problems.add(
+                    str(part.annotations / f"{image_id}.xml"),
+                    f"listed in split '{split}' but there is no such file",
+                    SKIPPED_PICTURE,
+                )
+                continue
+            entries.append((xml_path, finder))
+    trees: dict[Path, Element | None] = {}
+    for xml_path, _ in entries:
         try:
-            trees[image_id] = _parse(xml_path)
+            trees[xml_path] = _parse(xml_path)
         except DatasetError as error:
             problems.add(str(xml_path), str(error).split(": ", 1)[1], SKIPPED_PICTURE)
-            trees[image_id] = None
+            trees[xml_path] = None
     names = list(class_names) if class_names else _class_names(root, trees)
     index_of = {name: label for label, name in enumerate(names, start=1)}
 
     records: list[Record] = []
-    for image_id, numeric_id in zip(ids, numeric_image_ids(ids), strict=True):
-        tree = trees[image_id]
+    ids = numeric_image_ids([xml_path.stem for xml_path, _ in entries])
+    for (xml_path, finder), numeric_id in zip(entries, ids, strict=True):
+        tree = trees[xml_path]
         if tree is None:
             continue
-        xml_file = str(root / "Annotations" / f"{image_id}.xml")
-        path = _picture_path(root, image_id, tree)
-        if not path.is_file():
-            problems.add(str(path), f"picture named by {xml_file} is missing", SKIPPED_PICTURE)
+        xml_file = str(xml_path)
+        path = finder.find(xml_path.stem, _text(tree, "filename"), xml_file, problems)
+        if path is None:
             continue
         size = tree.find("size")
-        try:
-            stated = (int(float(_text(size, "height") or 0)), int(float(_text(size, "width") or 0)))
-        except ValueError:
-            stated = (0, 0)
-        size = checked_picture_size(path, stated, verify, xml_file, "<size>", problems)
-        if size is None:
+        stated = None if size is None else (_text(size, "height"), _text(size, "width"))
+        picture = checked_picture_size(path, stated, verify, xml_file, "<size>", problems, max_pixels)
+        if picture is None:
             continue
-        height, width = size
         raw = _raw_boxes(tree, index_of, xml_file, problems)
-        file_name = str(path.relative_to(root / "JPEGImages"))
-        records.append(checked_record(path, file_name, numeric_id, height, width, raw, xml_file, problems))
+        file_name = path.relative_to(finder.folder).as_posix()
+        records.append(
+            checked_record(
+                path,
+                file_name,
+                numeric_id,
+                picture.height,
+                picture.width,
+                raw,
+                xml_file,
+                problems,
+                picture.orient,
+            )
+        )
     problems.finish()
-    return DetectionDataset(records, names, f"{root} ({split})", problems, transform)
+    return DetectionDataset(records, names, source, problems, transform, max_pixels=max_pixels)
 
 
 def _load(root: Path, split: str, options: LoadOptions) -> DetectionDataset:
@@ -180,13 +313,17 @@ def _load(root: Path, split: str, options: LoadOptions) -> DetectionDataset:
         strict=options.strict,
         verify=options.verify,
         transform=options.transform,
+        max_pixels=options.max_pixels,
     )
 
 
 VOC = DataFormat(
     name="voc",
-    layout="Pascal VOC (Annotations/, JPEGImages/, ImageSets/Main/)",
-    recognises=lambda root, split: root.is_dir() and is_voc(root),
+    layout=(
+        "Pascal VOC (Annotations/ + JPEGImages/ [+ ImageSets/Main/], annotations/ + images/, "
+        "or each picture's XML beside it)"
+    ),
+    recognises=lambda root, split: is_voc(root),
     splits=voc_splits,
     load=_load,
 )

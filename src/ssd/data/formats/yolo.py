@@ -1,15 +1,19 @@
-"""YOLO txt: one `labels/.../<name>.txt` per picture in `images/.../<name>.<ext>`, each line
-`class cx cy w h` in 0..1 of the picture's size; class names from `data.yaml` (`names`) or `classes.txt`.
+"""YOLO txt: one label file per picture, each line `class cx cy w h` in 0..1 of the picture's size; class
+names from a data.yaml (`names`) or a `classes.txt`.
 
-Both common layouts load: `images/<split>/` + `labels/<split>/` (Ultralytics) and `<split>/images/` +
-`<split>/labels/` (Roboflow, whose validation split is called `valid`); a `data.yaml` whose `<split>:` entry
-names a folder or a list file wins over both. YOLO class `c` becomes label `c + 1` (0 is background here). A
+The layouts: `images/<split>/` + `labels/<split>/` (Ultralytics), `<split>/images/` + `<split>/labels/`
+(Roboflow, whose validation split is called `valid`), `images/` + `labels/` without splits, and LabelImg's
+YOLO mode (each picture's `.txt` beside it, with `classes.txt`). A data.yaml's `<split>:` entries (a folder, a
+list file of pictures, or a list of either; relative to its `path:`, which is itself absolute or relative to
+the YAML's folder) win over the folders found. YOLO class `c` becomes label `c + 1` (0 is background here). A
 line with more than four coordinates is a segmentation polygon and gives the polygon's bounding box. A picture
-without a label file is a picture with no objects, as in YOLO itself.
+without a label file is a picture with no objects, as in YOLO itself; a label file that is not text skips its
+picture (reading it as having no objects would teach the model that its objects are background).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import yaml
@@ -19,44 +23,85 @@ from ssd.data.dataset import (
     RawBox,
     Record,
     Transform,
+    checked_picture_size,
     checked_record,
     numeric_image_ids,
 )
 from ssd.data.formats.base import DataFormat, LoadOptions
-from ssd.data.pictures import PICTURE_SUFFIXES, picture_size
+from ssd.data.paths import inside, read_text_lines
+from ssd.data.pictures import PICTURE_SUFFIXES
 from ssd.data.problems import DROPPED_BOX, SKIPPED_ANNOTATION, SKIPPED_PICTURE, ProblemLog
+from ssd.data.splits import WHOLE
 from ssd.errors import DatasetError
 
-_SPLIT_NAMES = ("train", "val", "valid", "validation", "test")
-_SPLIT_ALIASES = {"val": ("val", "valid", "validation"), "valid": ("valid", "val", "validation")}
+_SPLIT_FOLDERS = ("train", "val", "valid", "validation", "test")
+_YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
+_SPLIT_KEYS = ("train", "val", "test")  # a data.yaml's split entries
+
+
+def _yaml_file(root: Path) -> Path | None:
+    """The dataset's YAML: one of the usual names, else the one YAML in the folder that has `names`."""
+    for name in _YAML_NAMES:
+        if (root / name).is_file():
+            return root / name
+    others = [p for p in sorted(root.glob("*.y*ml")) if p.suffix.lower() in (".yaml", ".yml") and p.is_file()]
+    with_names = [p for p in others if "names" in _yaml_text(p)]
+    return with_names[0] if len(with_names) == 1 else None
+
+
+def _yaml_text(path: Path) -> str:
+    try:
+        return "\n".join(read_text_lines(path))
+    except DatasetError:
+        return ""
 
 
 def _yaml(root: Path) -> dict:
-    for name in ("data.yaml", "data.yml", "dataset.yaml"):
-        path = root / name
-        if path.is_file():
-            try:
-                data = yaml.safe_load(path.read_text())
-            except yaml.YAMLError as error:
-                raise DatasetError(f"{path}: not valid YAML ({error})") from None
-            if not isinstance(data, dict):
-                raise DatasetError(f"{path}: expected a mapping with 'names'")
-            data["_file"] = path
-            return data
-    return {}
+    path = _yaml_file(root)
+    if path is None:
+        return {}
+    try:
+        data = yaml.safe_load("\n".join(read_text_lines(path)))
+    except yaml.YAMLError as error:
+        raise DatasetError(f"{path}: not valid YAML ({str(error)[:160]})") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path}: expected a mapping with 'names'")
+    data["_file"] = path
+    return data
+
+
+def _flat_pictures(folder: Path) -> bool:
+    return folder.is_dir() and any(
+        p.suffix.lower() in PICTURE_SUFFIXES for p in folder.iterdir() if p.is_file()
+    )
 
 
 def is_yolo(root: Path) -> bool:
-    if _yaml(root) or (root / "classes.txt").is_file():
-        return (root / "images").is_dir() or any((root / s / "images").is_dir() for s in _SPLIT_NAMES)
-    return False
+    if not root.is_dir():
+        return False
+    config = _yaml(root)
+    if not config and not (root / "classes.txt").is_file():
+        return False
+    if any(isinstance(config.get(key), (str, list)) for key in _SPLIT_KEYS):
+        return True
+    return (
+        (root / "images").is_dir()
+        or any((root / s / "images").is_dir() for s in _SPLIT_FOLDERS)
+        or ((root / "classes.txt").is_file() and _flat_pictures(root))
+    )
+
+
+def _yaml_splits(config: dict) -> list[str]:
+    return [key for key in _SPLIT_KEYS if isinstance(config.get(key), (str, list)) and config.get(key)]
 
 
 def yolo_splits(root: Path) -> list[str]:
-    found = (
-        {p.name for p in (root / "images").iterdir() if p.is_dir()} if (root / "images").is_dir() else set()
-    )
-    found |= {s for s in _SPLIT_NAMES if (root / s / "images").is_dir()}
+    from_yaml = _yaml_splits(_yaml(root))
+    if from_yaml:
+        return from_yaml
+    images = root / "images"
+    found = {p.name for p in images.iterdir() if p.is_dir()} if images.is_dir() else set()
+    found |= {s for s in _SPLIT_FOLDERS if (root / s / "images").is_dir()}
     return sorted(found)
 
 
@@ -67,51 +112,99 @@ def _class_names(root: Path, config: dict) -> list[str]:
             return [str(names[i]) for i in range(len(names))]
         except KeyError:
             raise DatasetError(
-                f"{config['_file']}: 'names' must map 0..N-1 to names, found {names}"
+                f"{config['_file']}: 'names' must map 0..N-1 to names, found {str(names)[:200]}"
             ) from None
     if isinstance(names, list) and names:
         return [str(name) for name in names]
     if (root / "classes.txt").is_file():
-        return [line.strip() for line in (root / "classes.txt").read_text().splitlines() if line.strip()]
+        return [line.strip() for line in read_text_lines(root / "classes.txt") if line.strip()]
     raise DatasetError(f"{root}: no class names (a data.yaml with 'names' or a classes.txt)")
 
 
 def _labels_dir(images_dir: Path) -> Path:
+    """Where the label files of a pictures folder are: the path with its last `images` replaced by `labels`,
+    as YOLO itself does, else beside the pictures (LabelImg)."""
     parts = list(images_dir.parts)
-    for i in range(len(parts) - 1, -1, -1):  # the last "images" in the path, as YOLO itself does
+    for i in range(len(parts) - 1, -1, -1):
         if parts[i] == "images":
             parts[i] = "labels"
             return Path(*parts)
-    return images_dir.parent / "labels"
+    return images_dir
 
 
-def _pictures(root: Path, split: str, config: dict) -> list[tuple[Path, Path]]:
-    """(picture, label file) pairs of the split, sorted by picture path."""
-    aliases = _SPLIT_ALIASES.get(split, (split,))
-    entry = next((config[a] for a in aliases if isinstance(config.get(a), str)), None)
-    images_dirs: list[Path] = []
-    listed: list[Path] | None = None
-    if entry is not None:
-        base = root / config["path"] if isinstance(config.get("path"), str) else root
-        target = Path(entry) if Path(entry).is_absolute() else (base / entry).resolve()
+def _base(root: Path, config: dict) -> Path:
+    """The folder a data.yaml's split entries are relative to: its `path:` (absolute, or relative to the
+    YAML's folder) when that exists, else the YAML's folder (a dataset moved since its YAML was written)."""
+    path = config.get("path")
+    if isinstance(path, str) and path.strip():
+        base = Path(path).expanduser()
+        base = base if base.is_absolute() else root / base
+        if base.is_dir():
+            return base
+    return root
+
+
+def _entry_targets(root: Path, config: dict, entry: object) -> list[Path]:
+    entries = entry if isinstance(entry, list) else [entry]
+    base = _base(root, config)
+    targets = []
+    for item in entries:
+        if not isinstance(item, str) or not item.strip():
+            raise DatasetError(
+                f"{config['_file']}: a split entry must be a folder or file name, found {item!r}"
+            )
+        target = Path(item).expanduser()
+        target = target if target.is_absolute() else base / target
         if not target.exists():  # Roboflow's YAMLs say "../train/images" but mean it from the YAML's folder
-            target = root / Path(*[part for part in Path(entry).parts if part != ".."])
+            target = root / Path(*[part for part in Path(item).parts if part not in ("..", ".")])
+        if not target.exists():
+            raise DatasetError(f"{config['_file']}: split entry {item!r} names no folder or file ({target})")
+        targets.append(target)
+    return targets
+
+
+def _split_folders(root: Path, split: str, config: dict) -> list[Path]:
+    """The pictures folders or list files of `split`."""
+    keys = _yaml_splits(config)
+    if keys:
+        if split == WHOLE:
+            return [t for key in keys for t in _entry_targets(root, config, config[key])]
+        if split not in keys:
+            raise DatasetError(f"{config['_file']}: no split '{split}' (splits found: {', '.join(keys)})")
+        return _entry_targets(root, config, config[split])
+    if split == WHOLE:
+        found = yolo_splits(root)
+        if found:
+            return [t for s in found for t in _split_folders(root, s, config)]
+        return [root / "images"] if (root / "images").is_dir() else [root]
+    candidates = [root / "images" / split, root / split / "images"]
+    existing = [d for d in candidates if d.is_dir()]
+    if not existing:
+        known = ", ".join(yolo_splits(root)) or "none"
+        raise DatasetError(f"{root}: no pictures folder for split '{split}' (splits found: {known})")
+    return existing[:1]
+
+
+def _pictures(root: Path, split: str, config: dict, problems: ProblemLog) -> list[tuple[Path, Path]]:
+    """(picture, label file) pairs of the split, in order."""
+    listed: list[Path] = []
+    for target in _split_folders(root, split, config):
         if target.is_file():
-            listed = [
-                (target.parent / line.strip()).resolve()
-                for line in target.read_text().splitlines()
-                if line.strip()
-            ]
+            for line in read_text_lines(target):
+                name = line.strip()
+                if not name:
+                    continue
+                picture = inside(target.parent, name)
+                if picture is None:
+                    problems.add(
+                        str(target), f"{name[:80]!r} leaves the dataset folder; refused", SKIPPED_PICTURE
+                    )
+                    continue
+                listed.append(picture)
         else:
-            images_dirs.append(target)
-    else:
-        images_dirs += [root / "images" / a for a in aliases] + [root / a / "images" for a in aliases]
-    if listed is None:
-        existing = [d for d in images_dirs if d.is_dir()]
-        if not existing:
-            known = ", ".join(yolo_splits(root)) or "none"
-            raise DatasetError(f"{root}: no pictures folder for split '{split}' (splits found: {known})")
-        listed = sorted(p for p in existing[0].rglob("*") if p.suffix.lower() in PICTURE_SUFFIXES)
+            # The dataset's own folder holds LabelImg's pictures beside their labels: not its subfolders.
+            found = target.iterdir() if target == root else target.rglob("*")
+            listed += sorted(p for p in found if p.suffix.lower() in PICTURE_SUFFIXES and p.is_file())
     pairs = []
     for picture in listed:
         images_dir = next((parent for parent in picture.parents if parent.name == "images"), picture.parent)
@@ -124,7 +217,7 @@ def _raw_boxes(
     label_file: Path, num_classes: int, height: int, width: int, problems: ProblemLog
 ) -> list[RawBox]:
     boxes = []
-    for number, line in enumerate(label_file.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text_lines(label_file), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -140,10 +233,10 @@ def _raw_boxes(
             )
             continue
         class_id = values[0]
-        if class_id != int(class_id) or not 0 <= class_id < num_classes:
+        if not (math.isfinite(class_id) and class_id == int(class_id) and 0 <= class_id < num_classes):
             problems.add(
                 str(label_file),
-                f"{where}: unknown class id {fields[0]} (the dataset has {num_classes} "
+                f"{where}: unknown class id {fields[0][:20]} (the dataset has {num_classes} "
                 f"classes, ids 0..{num_classes - 1})",
                 DROPPED_BOX,
             )
@@ -166,12 +259,14 @@ def load_yolo(
     strict: bool = False,
     verify: str = "header",
     transform: Transform | None = None,
+    max_pixels: int | None = None,
 ) -> DetectionDataset:
     root = Path(root)
     config = _yaml(root)
     names = _class_names(root, config)
-    problems = ProblemLog(f"{root} ({split})", strict=strict)
-    pairs = _pictures(root, split, config)
+    source = f"{root} ({split})"
+    problems = ProblemLog(source, strict=strict)
+    pairs = _pictures(root, split, config, problems)
 
     expected = {label for _, label in pairs}
     for label_dir in sorted({label.parent for label in expected}):
@@ -182,28 +277,51 @@ def load_yolo(
     records: list[Record] = []
     ids = numeric_image_ids([picture.stem for picture, _ in pairs])
     for (picture, label_file), image_id in zip(pairs, ids, strict=True):
-        try:
-            height, width = picture_size(picture, "header" if verify == "exists" else verify)
-        except DatasetError as error:
-            problems.add(str(picture), str(error).split(": ", 1)[1], SKIPPED_PICTURE)
+        # YOLO states no size: the picture's own, as shown (EXIF orientation applied, as Ultralytics reads it).
+        size = checked_picture_size(
+            picture,
+            None,
+            "header" if verify == "exists" else verify,
+            str(label_file),
+            "",
+            problems,
+            max_pixels,
+        )
+        if size is None:
             continue
-        raw = _raw_boxes(label_file, len(names), height, width, problems) if label_file.is_file() else []
-        file_name = picture.name
+        try:
+            raw = (
+                _raw_boxes(label_file, len(names), size.height, size.width, problems)
+                if label_file.is_file()
+                else []
+            )
+        except DatasetError as error:
+            problems.add(str(label_file), str(error).split(": ", 1)[1], SKIPPED_PICTURE)
+            continue
         records.append(
-            checked_record(picture, file_name, image_id, height, width, raw, str(label_file), problems)
+            checked_record(
+                picture, picture.name, image_id, size.height, size.width, raw, str(label_file), problems
+            )
         )
     problems.finish()
-    return DetectionDataset(records, names, f"{root} ({split})", problems, transform)
+    return DetectionDataset(records, names, source, problems, transform, max_pixels=max_pixels)
 
 
 def _load(root: Path, split: str, options: LoadOptions) -> DetectionDataset:
-    return load_yolo(root, split, strict=options.strict, verify=options.verify, transform=options.transform)
+    return load_yolo(
+        root,
+        split,
+        strict=options.strict,
+        verify=options.verify,
+        transform=options.transform,
+        max_pixels=options.max_pixels,
+    )
 
 
 YOLO = DataFormat(
     name="yolo",
-    layout="YOLO (images/, labels/ and a data.yaml or classes.txt)",
-    recognises=lambda root, split: root.is_dir() and is_yolo(root),
+    layout="YOLO (images/ + labels/ or <split>/images/ + <split>/labels/, with a data.yaml or classes.txt)",
+    recognises=lambda root, split: is_yolo(root),
     splits=yolo_splits,
     load=_load,
 )

@@ -50,6 +50,7 @@ def training_checkpoint(trainer: Trainer, epochs_done: int) -> dict[str, Any]:
         metrics=trainer.history,
         best_map=trainer.best_map,
         options=trainer.options.to_dict(),
+        data=parts.data.split_record(trainer.options),
         command=trainer.command,
     )
 

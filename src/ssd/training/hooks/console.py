@@ -31,6 +31,9 @@ class ConsoleReport(Hook):
             + (", AMP" if parts.amp else "")
             + (", EMA" if parts.ema is not None else "")
         )
+        split_note = data.split_note(options)
+        if split_note:
+            say(f"  {split_note}")
         if options.anchor_scales != "default":
             say(f"  default-box scales: {', '.join(f'{s:g}' for s in model.config.scales)}")
         for note in parts.weight_notes:
