@@ -34,11 +34,12 @@ def coco_dict(dataset: DetectionDataset, image_root: Path | None = None) -> dict
         images.append(
             {"id": record.image_id, "file_name": file_name, "height": record.height, "width": record.width}
         )
-        for box, label, crowd, difficult in zip(
+        for box, label, crowd, difficult, area in zip(
             record.boxes.tolist(),
             record.labels.tolist(),
             record.iscrowd.tolist(),
             record.difficult.tolist(),
+            record.area.tolist(),
             strict=True,
         ):
             x1, y1, x2, y2 = box
@@ -47,7 +48,7 @@ def coco_dict(dataset: DetectionDataset, image_root: Path | None = None) -> dict
                 "image_id": record.image_id,
                 "category_id": dataset.label_to_category_id[label],
                 "bbox": [x1, y1, x2 - x1, y2 - y1],
-                "area": (x2 - x1) * (y2 - y1),
+                "area": area,  # the annotation's own (a COCO mask's), which decides AP small/medium/large
                 "iscrowd": int(crowd),
             }
             if difficult:
