@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import BCCD, FIXTURES, shared_path
-from data_writers import write_truncated_jpeg
+from data_writers import png_chunk, write_bomb, write_truncated_jpeg
 from PIL import Image, ImageCms
 
 from ssd.data.pictures import (
@@ -25,22 +25,6 @@ from ssd.data.pictures import (
 )
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
-
-
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def write_bomb(path, width: int, height: int, complete: bool = False):
-    """A 1-bit black PNG of width x height. Unless `complete`, only its first rows are stored: enough for a
-    header that claims the full size, which is all a reader that refuses it from the header may look at."""
-    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte, then the packed bits
-    data = zlib.compress(row * (height if complete else 4), 9)
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1 bit, greyscale
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", data) + png_chunk(b"IEND", b"")
-    )
-    return path
 
 
 def pixel(picture, y: int, x: int) -> tuple[int, ...]:

@@ -224,6 +224,7 @@ def checked_record(
     """
     kept: list[RawBox] = []
     clipped: list[tuple[float, float, float, float]] = []
+    areas: list[float] = []
     for raw in raw_boxes:
         x1, y1, x2, y2 = raw.xyxy
         where = f"{raw.name} box ({x1:g}, {y1:g}, {x2:g}, {y2:g})"
@@ -253,8 +254,20 @@ def checked_record(
         if box[2] - box[0] < MIN_BOX_SIZE or box[3] - box[1] < MIN_BOX_SIZE:
             problems.add(annotation_file, f"{where} has zero size inside the picture", DROPPED_BOX)
             continue
+        area = (box[2] - box[0]) * (box[3] - box[1])
+        # A region cannot cover more than its picture; a larger stated area (1e308, which float32 makes
+        # infinite) would put the box in the wrong size class of COCO's AP small/medium/large.
+        if raw.area is not None and raw.area <= width * height:
+            area = raw.area
+        elif raw.area is not None:
+            problems.add(
+                annotation_file,
+                f"{where} has area {raw.area:g}, more than the {width}x{height} picture; the box's is used",
+                WARNED,
+            )
         kept.append(raw)
         clipped.append(box)
+        areas.append(area)
     return Record(
         path=path,
         file_name=file_name,
@@ -265,13 +278,7 @@ def checked_record(
         labels=torch.tensor([raw.label for raw in kept], dtype=torch.int64),
         iscrowd=torch.tensor([raw.iscrowd for raw in kept], dtype=torch.bool),
         difficult=torch.tensor([raw.difficult for raw in kept], dtype=torch.bool),
-        area=torch.tensor(
-            [
-                raw.area if raw.area is not None else (b[2] - b[0]) * (b[3] - b[1])
-                for raw, b in zip(kept, clipped, strict=True)
-            ],
-            dtype=torch.float32,
-        ),
+        area=torch.tensor(areas, dtype=torch.float32),
         orient=orient,
     )
 

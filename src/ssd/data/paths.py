@@ -4,6 +4,7 @@ on other systems, and annotation text that may not be text at all."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from ssd.errors import DatasetError
@@ -45,6 +46,30 @@ def inside(folder: Path, relative: str) -> Path | None:
     return folder / normal
 
 
+def is_file(path: Path) -> bool:
+    """`path.is_file()` for a path an annotation names: False rather than an OSError when no file can have
+    that name (a part longer than the system allows: ENAMETOOLONG) or a folder on the way cannot be
+    searched, so that the caller reports it as missing."""
+    return _quietly(path.is_file)
+
+
+def is_dir(path: Path) -> bool:
+    """`path.is_dir()`, False rather than an OSError (see `is_file`)."""
+    return _quietly(path.is_dir)
+
+
+def exists(path: Path) -> bool:
+    """`path.exists()`, False rather than an OSError (see `is_file`)."""
+    return _quietly(path.exists)
+
+
+def _quietly(check: Callable[[], bool]) -> bool:
+    try:
+        return check()
+    except OSError:  # pathlib answers False only for ENOENT, ENOTDIR, EBADF and ELOOP
+        return False
+
+
 def read_text_lines(path: Path) -> list[str]:
     """The lines of a text file (UTF-8, with or without a byte-order mark); DatasetError naming the file when
     it cannot be read or is not text."""
@@ -53,7 +78,7 @@ def read_text_lines(path: Path) -> list[str]:
     except OSError as error:
         raise DatasetError(f"{path}: cannot be read ({error.strerror or error})") from None
     if b"\0" in data:
-        raise DatasetError(f"{path}: not a text file (it holds zero bytes)")
+        raise DatasetError(f"{path}: not a text file (it holds NUL bytes)")
     try:
         return data.decode("utf-8-sig").splitlines()
     except UnicodeDecodeError as error:

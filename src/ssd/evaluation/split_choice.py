@@ -45,16 +45,17 @@ def _same_dataset(a: str | Path, b: str | Path) -> bool:
 
 
 def split_to_evaluate(datapath: str, requested: str | None, weights: str | Path) -> SplitChoice:
-    if requested is not None:
-        return SplitChoice(requested, "as asked (--split)")
-    splits = available_splits(datapath)
     automatic = is_automatically_split(datapath)
     record = split_record(weights)
+    same = record is not None and _same_dataset(record.get("datapath", ""), datapath)
+    fraction = record.get("val_fraction", VAL_FRACTION) if same else VAL_FRACTION
+    seed = record.get("split_seed", SPLIT_SEED) if same else SPLIT_SEED
+    if requested is not None:  # of a dataset the run divided itself, divided the same way
+        return SplitChoice(requested, "as asked (--split)", fraction, seed)
+    splits = available_splits(datapath)
     name = Path(weights).name
-    if record is not None and _same_dataset(record.get("datapath", ""), datapath):
+    if same:
         val_split = record.get("val_split")
-        fraction = record.get("val_fraction", VAL_FRACTION)
-        seed = record.get("split_seed", SPLIT_SEED)
         if record.get("automatic") and automatic and val_split in splits:
             return SplitChoice(
                 val_split,

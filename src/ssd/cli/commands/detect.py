@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ssd.cli.arguments import (
+    add_dataset_arguments,
     add_device_argument,
     add_model_file_arguments,
     add_threads_argument,
@@ -16,7 +17,13 @@ HELP = "detect objects in pictures, folders and videos; write annotated pictures
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="pictures, videos or folders (recursive)")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="pictures, videos or folders (recursive)")
+    parser.add_argument("--datapath", help="a dataset: detect on the pictures of one of its splits")
+    parser.add_argument(
+        "--split",
+        help="with --datapath: the split, matched by meaning (default: the split the checkpoint validated "
+        "on, else the validation split, else test)",
+    )
     add_model_file_arguments(
         parser,
         "a checkpoint of ours, a torchvision SSD file (with --arch), or an exported .onnx / TorchScript",
@@ -37,14 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-pictures", action="store_true", help="write only the detections, no annotated pictures"
     )
-    parser.add_argument(
-        "--max-pixels",
-        type=int,
-        default=None,
-        metavar="N",
-        help="largest picture read, in pixels (width x height); larger ones are skipped as possible "
-        "decompression bombs (default: 89478485, Pillow's own limit)",
-    )
+    add_dataset_arguments(parser)
     add_device_argument(parser)
     add_threads_argument(parser)
 
@@ -56,8 +56,10 @@ def run(args: argparse.Namespace) -> int:
 
     require_at_least("--batch-size", args.batch_size, 1)
     require_at_least("--max-det", args.max_det, 1)
-    if args.max_pixels is not None:
-        require_at_least("--max-pixels", args.max_pixels, 1)
+    if not args.inputs and args.datapath is None:
+        raise UserError("give the pictures, videos or folders to detect on, or a dataset with --datapath")
+    if args.split is not None and args.datapath is None:
+        raise UserError("--split chooses a split of the dataset given with --datapath")
     if not 0.0 <= args.score <= 1.0:
         raise UserError(f"--score must be between 0 and 1, got {args.score}")
     class_names = class_names_from(args.class_names)
@@ -80,6 +82,34 @@ def run(args: argparse.Namespace) -> int:
         write_yolo=args.yolo,
         max_pixels=args.max_pixels,
     )
-    summary = detection_run.run(args.inputs)
+    inputs = list(args.inputs)
+    if args.datapath is not None:
+        inputs += _dataset_pictures(args)
+    summary = detection_run.run(inputs)
     print(summary.describe())
     return 0 if summary.processed else 1
+
+
+def _dataset_pictures(args: argparse.Namespace) -> list[str]:
+    """The pictures of the split of `--datapath` chosen as `ssd eval` chooses it."""
+    import warnings
+
+    from ssd.data import build_dataset
+    from ssd.evaluation.split_choice import split_to_evaluate
+
+    choice = split_to_evaluate(args.datapath, args.split, args.weights)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # `ssd data check` is where a dataset's problems are listed
+        dataset = build_dataset(
+            args.datapath,
+            choice.split,
+            val_fraction=choice.val_fraction,
+            split_seed=choice.split_seed,
+            image_root=args.image_root,
+            max_pixels=args.max_pixels,
+            verify="exists",
+        )
+    print(
+        f"detecting on split '{choice.split}' of {args.datapath} ({len(dataset)} pictures): {choice.reason}"
+    )
+    return [str(record.path) for record in dataset.records]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ssd.data.dataset import DetectionDataset, RawBox, Record, Transform, checked_picture_size, checked_record
 from ssd.data.formats.base import DataFormat, LoadOptions
-from ssd.data.paths import inside
+from ssd.data.paths import inside, is_file
 from ssd.data.problems import DROPPED_BOX, SKIPPED_ANNOTATION, SKIPPED_PICTURE, WARNED, ProblemLog
 from ssd.data.splits import WHOLE
 from ssd.errors import DatasetError
@@ -101,7 +101,7 @@ def _image_root(json_path: Path, file_names: list[str]) -> Path:
     ]
     sample = [name for name in file_names[:5] if inside(here, name) is not None]
     for candidate in candidates:
-        if sample and all((candidate / name).is_file() for name in sample):
+        if sample and all(is_file(candidate / name) for name in sample):
             return candidate
     return candidates[0] if candidates[0].is_dir() else here
 
@@ -223,7 +223,7 @@ def load_coco(
                 SKIPPED_PICTURE,
             )
             continue
-        if not path.is_file():
+        if not is_file(path):
             problems.add(str(path), f"picture listed in {json_path.name} is missing", SKIPPED_PICTURE)
             continue
         stated = (image["height"], image["width"]) if "height" in image or "width" in image else None

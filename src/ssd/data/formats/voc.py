@@ -33,7 +33,7 @@ from ssd.data.dataset import (
     numeric_image_ids,
 )
 from ssd.data.formats.base import DataFormat, LoadOptions
-from ssd.data.paths import child_folder, inside, read_text_lines
+from ssd.data.paths import child_folder, inside, is_file, read_text_lines
 from ssd.data.pictures import PICTURE_SUFFIXES
 from ssd.data.problems import DROPPED_BOX, SKIPPED_PICTURE, ProblemLog
 from ssd.data.splits import WHOLE
@@ -187,7 +187,7 @@ class _PictureFinder:
                     SKIPPED_PICTURE,
                 )
                 return None
-            if named.is_file():
+            if is_file(named):
                 return named
         if self._by_stem is None:
             pictures = (
@@ -253,7 +253,7 @@ def load_voc(
             continue
         for image_id in part.ids:
             xml_path = inside(part.annotations, f"{image_id}.xml")
-            if xml_path is None or not xml_path.is_file():
+            if xml_path is None or not is_file(xml_path):
                 problems.add(
                     str(part.annotations / f"{image_id}.xml"),
                     f"listed in split '{split}' but there is no such file",

@@ -28,7 +28,7 @@ from ssd.data.dataset import (
     numeric_image_ids,
 )
 from ssd.data.formats.base import DataFormat, LoadOptions
-from ssd.data.paths import inside, read_text_lines
+from ssd.data.paths import exists, inside, is_dir, is_file, read_text_lines
 from ssd.data.pictures import PICTURE_SUFFIXES
 from ssd.data.problems import DROPPED_BOX, SKIPPED_ANNOTATION, SKIPPED_PICTURE, ProblemLog
 from ssd.data.splits import WHOLE
@@ -62,8 +62,10 @@ def _yaml(root: Path) -> dict:
         return {}
     try:
         data = yaml.safe_load("\n".join(read_text_lines(path)))
-    except yaml.YAMLError as error:
-        raise DatasetError(f"{path}: not valid YAML ({str(error)[:160]})") from None
+    # Besides YAMLError, PyYAML's constructors raise what their conversions raise on hostile text: ValueError
+    # (`2001-13-01`, `!!float abc`), AttributeError (`!!timestamp x`), RecursionError (deep nesting), ...
+    except Exception as error:
+        raise DatasetError(f"{path}: not valid YAML ({str(error)[:160] or type(error).__name__})") from None
     if not isinstance(data, dict):
         raise DatasetError(f"{path}: expected a mapping with 'names'")
     data["_file"] = path
@@ -139,7 +141,7 @@ def _base(root: Path, config: dict) -> Path:
     if isinstance(path, str) and path.strip():
         base = Path(path).expanduser()
         base = base if base.is_absolute() else root / base
-        if base.is_dir():
+        if is_dir(base):
             return base
     return root
 
@@ -155,9 +157,9 @@ def _entry_targets(root: Path, config: dict, entry: object) -> list[Path]:
             )
         target = Path(item).expanduser()
         target = target if target.is_absolute() else base / target
-        if not target.exists():  # Roboflow's YAMLs say "../train/images" but mean it from the YAML's folder
+        if not exists(target):  # Roboflow's YAMLs say "../train/images" but mean it from the YAML's folder
             target = root / Path(*[part for part in Path(item).parts if part not in ("..", ".")])
-        if not target.exists():
+        if not exists(target):
             raise DatasetError(f"{config['_file']}: split entry {item!r} names no folder or file ({target})")
         targets.append(target)
     return targets
@@ -270,7 +272,7 @@ def load_yolo(
 
     expected = {label for _, label in pairs}
     for label_dir in sorted({label.parent for label in expected}):
-        for label_file in sorted(label_dir.glob("*.txt")) if label_dir.is_dir() else []:
+        for label_file in sorted(label_dir.glob("*.txt")) if is_dir(label_dir) else []:
             if label_file not in expected and label_file.name != "classes.txt":
                 problems.add(str(label_file), "label file has no picture", SKIPPED_ANNOTATION)
 
@@ -292,7 +294,7 @@ def load_yolo(
         try:
             raw = (
                 _raw_boxes(label_file, len(names), size.height, size.width, problems)
-                if label_file.is_file()
+                if is_file(label_file)
                 else []
             )
         except DatasetError as error:

@@ -66,10 +66,8 @@ class ConsoleReport(Hook):
         if result.final_checkpoint is not None:
             say(f"  final checkpoint: {result.final_checkpoint}")
         weights = result.final_checkpoint or result.best_checkpoint or result.last_checkpoint
-        say(
-            f"  next: ssd eval --weights {weights} --datapath {trainer.options.datapath}"
-            + (f" --split {val_split}" if val_split != "none" else "")
-        )
+        # The checkpoint records the split it validated on, and `ssd eval` takes it without being told.
+        say(f"  next: ssd eval --weights {weights} --datapath {trainer.options.datapath}")
 
 
 def epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:
