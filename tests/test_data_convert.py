@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
-from data_writers import write_coco
+from data_writers import voc_xml, write_coco
+from PIL import Image
 
 from ssd.cli.main import main
 from ssd.data import available_splits, build_dataset, convert_dataset, detect_format
+from ssd.data.pictures import read_picture
 from ssd.errors import DatasetError, UserError
 
 COCO_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_mini"
@@ -230,3 +234,27 @@ def test_coco_mini_converts_to_yolo_and_voc(tmp_path):
             assert converted.class_names == source.class_names
             assert len(converted) == len(source)
             assert sum(len(r.boxes) for r in converted.records) == expected
+
+
+def test_boxes_drawn_on_the_stored_pixels_of_a_turned_picture_stay_on_their_object_in_yolo(tmp_path):
+    source = tmp_path / "labelimg"
+    source.mkdir()
+    for i in range(2):
+        stored = np.zeros((20, 40, 3), np.uint8)
+        stored[2:8, 4:12] = (255, 0, 0)
+        exif = Image.Exif()
+        exif[274] = 6  # shown turned a quarter clockwise, 20 wide and 40 high
+        Image.fromarray(stored).save(source / f"p{i}.png", exif=exif.tobytes())
+        # The XML states the stored 40x20: it was drawn on the stored pixels, so it is read unturned.
+        (source / f"p{i}.xml").write_text(voc_xml(f"p{i}.png", 40, 20, [("spot", 4, 2, 12, 8)]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        convert_dataset(source, "yolo", tmp_path / "yolo")
+        converted = build_dataset(tmp_path / "yolo", "all")
+    for record in converted.records:
+        assert (record.width, record.height) == (20, 40) and record.orient
+        shown = read_picture(record.path).permute(1, 2, 0).numpy()
+        ys, xs = np.nonzero(shown[..., 0] > 200)
+        assert record.boxes.tolist() == [
+            pytest.approx([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], abs=0.01)
+        ]

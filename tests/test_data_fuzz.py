@@ -38,7 +38,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # SSD_FUZZ_EXAMPLES=5000 runs a longer, random search (for looking for new failures by hand).
 LONG_RUN = os.environ.get("SSD_FUZZ_EXAMPLES")
 FUZZ = settings(
-    max_examples=int(LONG_RUN or 120),
+    max_examples=int(LONG_RUN or 200),
     deadline=None,
     derandomize=not LONG_RUN,
     database=None,
@@ -46,10 +46,14 @@ FUZZ = settings(
 )
 
 # One example may take this long before it counts as a hang.
-HANG_SECONDS = 20
+HANG_SECONDS = 10
+
+# A file name longer than file systems allow (ENAMETOOLONG).
+LONG_NAME = "x" * 300 + ".jpg"
 
 # Values of the wrong type or out of range, for the parsed JSON and YAML.
 HOSTILE_VALUES = [
+    LONG_NAME,
     None,
     True,
     False,
@@ -285,14 +289,20 @@ def structure_mutation(draw, document, raw: list[str]):
     """A copy of `document` with one place in it replaced, removed, duplicated or nested deeply; and the
     Raw values put in (token -> text) for the caller to write verbatim."""
     document = copy.deepcopy(document)  # examples must not share edits
-    parent, key = None, None
-    node = document
-    while isinstance(node, (dict, list)) and node and (parent is None or draw(st.booleans())):
-        keys = list(node) if isinstance(node, dict) else list(range(len(node)))
-        parent, key = node, draw(st.sampled_from(keys))
-        node = parent[key]
-    if parent is None:
-        return draw(hostile_value(raw))
+    places = list(_places(document))
+    if draw(st.booleans()):  # any place, so mostly where the data is: an annotation's bbox, an image's size
+        parent, key = draw(st.sampled_from(places))
+    else:  # a walk from the top, so as often a whole list ("images": null) as a value deep inside
+        parent, key = None, None
+        node = document
+        while isinstance(node, (dict, list)) and node and (parent is None or draw(st.booleans())):
+            parent, key = (
+                node,
+                draw(st.sampled_from(list(node) if isinstance(node, dict) else range(len(node)))),
+            )
+            node = parent[key]
+        if parent is None:
+            return draw(hostile_value(raw))
     edit = draw(st.sampled_from(["replace", "replace", "replace", "remove", "duplicate", "nest", "swap"]))
     if edit == "remove":
         del parent[key]
@@ -309,6 +319,17 @@ def structure_mutation(draw, document, raw: list[str]):
     else:
         parent[key] = draw(hostile_value(raw))
     return document
+
+
+def _places(document):
+    """(container, key) of every value inside `document`."""
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        keys = node if isinstance(node, dict) else range(len(node)) if isinstance(node, list) else ()
+        for key in keys:
+            yield node, key
+            stack.append(node[key])
 
 
 def dump_json(document) -> bytes:
@@ -375,6 +396,7 @@ def test_coco_reader_survives_mutated_json(tmp_path):
         st.one_of(
             byte_mutation(original),
             structure_mutation(document, RAW_JSON).map(dump_json),
+            structure_mutation(document, RAW_JSON).map(dump_json),  # twice: most raw edits just break JSON
         )
     )
     def example(mutated: bytes):
@@ -424,7 +446,8 @@ def xml_mutation(draw, data: bytes) -> bytes:
     parents = {child: parent for parent in elements for child in parent}
     edit = draw(st.sampled_from(["text", "text", "remove", "duplicate", "rename", "nest", "nest_object"]))
     if edit == "text":
-        element.text = draw(st.sampled_from([n.decode() for n in HOSTILE_NUMBERS]) | st.text(max_size=12))
+        texts = [n.decode() for n in HOSTILE_NUMBERS] + [LONG_NAME, "../x.jpg", "/etc/passwd", ".", ""]
+        element.text = draw(st.sampled_from(texts) | st.text(max_size=12))
         element.text = "".join(
             ch for ch in element.text if ch.isprintable() and not 0xD800 <= ord(ch) < 0xE000
         )
@@ -491,6 +514,9 @@ RAW_YAML = [
     "'unterminated",
     "{0: a, 2: c}",
     "{0: [x], 1: {y: z}}",
+    "data.yaml",  # a file as a split entry is a list of pictures: this one lists none
+    "[train/images, train/labels, .]",
+    LONG_NAME,
 ]
 
 
@@ -525,10 +551,22 @@ def yaml_mutation(draw, data: bytes) -> bytes:
     if draw(st.booleans()):
         mutated = draw(structure_mutation(document, []))
         return yaml.safe_dump(mutated, allow_unicode=False).encode()
-    key = draw(st.sampled_from([*document, "names", "train", "path"]))
+    # The keys the reader reads, more often than the others.
+    key = draw(st.sampled_from(["names", "names", "train", "train", "path", "val", "nc", *document]))
     lines = [line for line in data.decode().splitlines() if not line.startswith(f"{key}:")]
-    lines.append(f"{key}: {draw(st.sampled_from(RAW_YAML))}")
+    if draw(st.integers(0, 9)) == 0:
+        lines += alias_bomb(key)
+    else:
+        lines.append(f"{key}: {draw(st.sampled_from(RAW_YAML))}")
     return "\n".join(lines).encode()
+
+
+def alias_bomb(key: str) -> list[str]:
+    """YAML lines making `key` a list that holds a billion strings through nine levels of aliases: a few
+    hundred bytes, which PyYAML builds as shared references, but which never ends when walked or printed."""
+    lines = ["bomb0: &bomb0 [" + ", ".join(["lol"] * 10) + "]"]
+    lines += [f"bomb{i}: &bomb{i} [" + ", ".join([f"*bomb{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    return [*lines, f"{key}: *bomb8"]
 
 
 @st.composite
@@ -564,7 +602,8 @@ def test_yolo_reader_survives_mutated_labels_and_data_yaml(tmp_path):
     @FUZZ
     @given(st.data())
     def example(data):
-        target = data.draw(st.sampled_from(files), label="file")
+        # The data.yaml half the time: one file rules the whole dataset, the label files one picture each.
+        target = data.draw(st.sampled_from([files[-1]] * (len(files) - 1) + files[:-1]), label="file")
         original = originals[target]
         structured = yaml_mutation(original) if target.suffix == ".yaml" else label_mutation(original)
         mutated = data.draw(byte_mutation(original) | structured, label="mutated")

@@ -19,6 +19,7 @@ from ssd.data.pictures import (
     MAX_PIXELS,
     PictureInfo,
     UnreadablePicture,
+    boxes_as_shown,
     picture_info,
     picture_size,
     read_picture,
@@ -318,3 +319,18 @@ def test_detect_help_states_the_package_limit():
     parser = argparse.ArgumentParser()
     detect.add_arguments(parser)
     assert str(MAX_PIXELS) in " ".join(parser.format_help().split())
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_boxes_as_shown_follow_the_pixels_of_every_orientation(tmp_path, orientation):
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[2:8, 4:12] = RED  # the box (4, 2, 12, 8) in the stored pixels
+    exif = Image.Exif()
+    exif[274] = orientation
+    path = tmp_path / "turned.png"
+    Image.fromarray(stored).save(path, exif=exif.tobytes())
+    shown = read_picture(path).permute(1, 2, 0).numpy()
+    ys, xs = np.nonzero((shown[..., 0] > 200) & (shown[..., 2] < 50))
+    red = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+    moved = boxes_as_shown(torch.tensor([[4.0, 2.0, 12.0, 8.0]]), orientation, 40, 20)
+    assert moved.tolist() == [red]

@@ -117,6 +117,28 @@ def read_picture(path: Path, max_pixels: int | None = None, orient: bool = True)
     return torch.from_numpy(array).permute(2, 0, 1)
 
 
+def boxes_as_shown(boxes: Tensor, orientation: int, stored_width: int, stored_height: int) -> Tensor:
+    """Boxes (N, 4) xyxy in a picture's stored pixels, moved to where they lie once its EXIF `orientation`
+    turns it (`read_picture` with `orient`): for a format that, like YOLO, states no picture size and is
+    always read turned, boxes drawn on the stored pixels must be written turned."""
+    w, h = float(stored_width), float(stored_height)
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    corners = {  # (new x1, new x2) and (new y1, new y2) before ordering, as each turn moves a point (x, y)
+        1: ((x1, x2), (y1, y2)),
+        2: ((w - x1, w - x2), (y1, y2)),
+        3: ((w - x1, w - x2), (h - y1, h - y2)),
+        4: ((x1, x2), (h - y1, h - y2)),
+        5: ((y1, y2), (x1, x2)),
+        6: ((h - y1, h - y2), (x1, x2)),
+        7: ((h - y1, h - y2), (w - x1, w - x2)),
+        8: ((y1, y2), (w - x1, w - x2)),
+    }
+    (xa, xb), (ya, yb) = corners.get(orientation, corners[1])
+    return torch.stack(
+        [torch.minimum(xa, xb), torch.minimum(ya, yb), torch.maximum(xa, xb), torch.maximum(ya, yb)], -1
+    )
+
+
 @contextmanager
 def _without_pillow_limit() -> Iterator[int | None]:
     """Pillow's own decompression-bomb check switched off for the code inside; yields Pillow's limit.

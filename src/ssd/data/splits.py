@@ -6,8 +6,8 @@ for "val" finds `val2017`, `valid` or `validation`, and `train`, `eval`, `data c
 `detect` all pick the same split for the same words.
 
 A dataset without splits (one folder of pictures, or one split whose name has no role, such as CVAT's
-`default`) is divided here: its pictures are ordered by a hash of the seed and their path inside the dataset
-and the first `val_fraction` of them are validation. The order depends only on the names, so the same folder
+`default`) is divided here: a picture is validation when a hash of the seed and its path inside the dataset
+falls under `val_fraction` (`validation_indices`). Its side depends on its name alone, so the same folder
 gives the same split on any machine, and adding pictures moves none of the others between the two parts.
 """
 
@@ -104,12 +104,26 @@ def default_validation_split(names: list[str], train_split: str) -> str | None:
 
 
 def validation_indices(keys: list[str], val_fraction: float, seed: int) -> set[int]:
-    """Which of the pictures named by `keys` (paths inside the dataset) are validation in an automatic split:
-    the first `val_fraction` of them, at least one and never all, in the order of a seeded hash."""
+    """Which of the pictures named by `keys` (paths inside the dataset) are validation in an automatic split.
+
+    Each picture is validation when a seeded hash of its name, read as a number in [0, 1), is below
+    `val_fraction`: a picture's side depends on its name alone, so adding or removing pictures moves none of
+    the others. When that leaves no validation picture, the one with the lowest hash is taken, and when it
+    leaves no training picture, the one with the highest goes back to training.
+    """
     if not 0 < val_fraction < 1:
         raise DatasetError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
     if len(keys) < 2:
         return set()
-    count = min(len(keys) - 1, max(1, round(val_fraction * len(keys))))
-    order = sorted(range(len(keys)), key=lambda i: hashlib.sha256(f"{seed}:{keys[i]}".encode()).hexdigest())
-    return set(order[:count])
+    scores = [_unit_hash(f"{seed}:{key}") for key in keys]
+    chosen = {i for i, score in enumerate(scores) if score < val_fraction}
+    if not chosen:
+        chosen = {min(range(len(keys)), key=scores.__getitem__)}
+    if len(chosen) == len(keys):
+        chosen.discard(max(range(len(keys)), key=scores.__getitem__))
+    return chosen
+
+
+def _unit_hash(text: str) -> float:
+    """A number in [0, 1) from `text`, the same on every machine and in every Python process."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2**64

@@ -71,7 +71,7 @@ def _check(args: argparse.Namespace) -> int:
         splits = [WHOLE]
         print(
             f"{root}: {fmt} dataset without splits of its own; training divides it into "
-            f"{' and '.join(AUTOMATIC_SPLITS)} ({VAL_FRACTION:g} for validation unless --val-fraction says otherwise)"
+            f"{' and '.join(AUTOMATIC_SPLITS)} ({VAL_FRACTION:g} for validation unless `ssd train --val-fraction` says otherwise)"
         )
     else:
         splits = available_splits(args.path)

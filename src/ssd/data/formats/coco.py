@@ -226,7 +226,8 @@ def load_coco(
         if not is_file(path):
             problems.add(str(path), f"picture listed in {json_path.name} is missing", SKIPPED_PICTURE)
             continue
-        stated = (image["height"], image["width"]) if "height" in image or "width" in image else None
+        # One side without the other is reported as a size that is not one (None), and corrected.
+        stated = (image.get("height"), image.get("width")) if "height" in image or "width" in image else None
         picture = checked_picture_size(
             path, stated, verify, json_file, f"image id {image_id}", problems, max_pixels
         )

@@ -16,6 +16,8 @@ defusedxml: an annotation file must not be able to make the reader fetch URLs or
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from xml.etree.ElementTree import Element, ParseError
@@ -41,6 +43,8 @@ from ssd.errors import DatasetError
 
 _ANNOTATION_FOLDERS = ("Annotations",)
 _PICTURE_FOLDERS = ("JPEGImages", "images")
+# VOC's per-class lists (`cat_train.txt`, `cat_trainval.txt`) beside the split files: not splits.
+_CLASS_SPLIT_FILE = re.compile(r".+_(train|val|trainval|test)")
 
 
 @dataclass(frozen=True)
@@ -52,8 +56,14 @@ class _Part:
     ids: list[str] | None = None
 
 
+def _has_file(folder: Path, suffixes: tuple[str, ...]) -> bool:
+    # Names first, then the entry's cached type: a COCO folder of 100,000 pictures costs no stat calls.
+    with os.scandir(folder) as entries:
+        return any(e.name.lower().endswith(suffixes) and e.is_file() for e in entries)
+
+
 def _has_xml(folder: Path) -> bool:
-    return any(p.suffix.lower() == ".xml" for p in folder.iterdir() if p.is_file())
+    return _has_file(folder, (".xml",))
 
 
 def _xml_files(folder: Path) -> list[Path]:
@@ -81,7 +91,7 @@ def _labelimg_split_folders(root: Path) -> list[Path]:
 
 
 def _has_pictures(folder: Path) -> bool:
-    return any(p.suffix.lower() in PICTURE_SUFFIXES for p in folder.iterdir() if p.is_file())
+    return _has_file(folder, PICTURE_SUFFIXES)
 
 
 def is_voc(root: Path) -> bool:
@@ -98,7 +108,7 @@ def voc_splits(root: Path) -> list[str]:
         return [d.name for d in _labelimg_split_folders(root)]
     main = _split_files(root)
     if main is not None:
-        listed = sorted(p.stem for p in main.glob("*.txt") if "_" not in p.stem)
+        listed = sorted(p.stem for p in main.glob("*.txt") if not _CLASS_SPLIT_FILE.fullmatch(p.stem))
         if listed:
             return listed
     annotations, _ = folders

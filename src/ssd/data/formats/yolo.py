@@ -14,6 +14,7 @@ picture (reading it as having no objects would teach the model that its objects 
 from __future__ import annotations
 
 import math
+import reprlib
 from pathlib import Path
 
 import yaml
@@ -111,16 +112,25 @@ def _class_names(root: Path, config: dict) -> list[str]:
     names = config.get("names")
     if isinstance(names, dict):  # {0: person, 1: bicycle}
         try:
-            return [str(names[i]) for i in range(len(names))]
+            names = [names[i] for i in range(len(names))]
         except KeyError:
             raise DatasetError(
-                f"{config['_file']}: 'names' must map 0..N-1 to names, found {str(names)[:200]}"
+                f"{config['_file']}: 'names' must map 0..N-1 to names, found {reprlib.repr(names)}"
             ) from None
     if isinstance(names, list) and names:
+        # A name is text or a number; a list or mapping is a mistake, and printing one built from YAML
+        # aliases (a billion strings from a few hundred bytes) would never end.
+        nested = next((name for name in names if isinstance(name, (list, dict, set))), None)
+        if nested is not None:
+            raise DatasetError(
+                f"{config['_file']}: 'names' must be class names, found a {type(nested).__name__} "
+                f"{reprlib.repr(nested)}"
+            )
         return [str(name) for name in names]
     if (root / "classes.txt").is_file():
         return [line.strip() for line in read_text_lines(root / "classes.txt") if line.strip()]
-    raise DatasetError(f"{root}: no class names (a data.yaml with 'names' or a classes.txt)")
+    where = config.get("_file", root)
+    raise DatasetError(f"{where}: no class names (a data.yaml with 'names' or a classes.txt)")
 
 
 def _labels_dir(images_dir: Path) -> Path:
@@ -139,11 +149,20 @@ def _base(root: Path, config: dict) -> Path:
     YAML's folder) when that exists, else the YAML's folder (a dataset moved since its YAML was written)."""
     path = config.get("path")
     if isinstance(path, str) and path.strip():
-        base = Path(path).expanduser()
-        base = base if base.is_absolute() else root / base
-        if is_dir(base):
-            return base
+        base = _expanded(path)
+        if base is not None:
+            base = base if base.is_absolute() else root / base
+            if is_dir(base):
+                return base
     return root
+
+
+def _expanded(path: str) -> Path | None:
+    """`path` with a leading `~` or `~user` expanded; None for the home of a user this machine has not."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        return None
 
 
 def _entry_targets(root: Path, config: dict, entry: object) -> list[Path]:
@@ -153,9 +172,11 @@ def _entry_targets(root: Path, config: dict, entry: object) -> list[Path]:
     for item in entries:
         if not isinstance(item, str) or not item.strip():
             raise DatasetError(
-                f"{config['_file']}: a split entry must be a folder or file name, found {item!r}"
+                f"{config['_file']}: a split entry must be a folder or file name, found {reprlib.repr(item)}"
             )
-        target = Path(item).expanduser()
+        target = _expanded(item)
+        if target is None:
+            raise DatasetError(f"{config['_file']}: split entry {item!r} names the home of an unknown user")
         target = target if target.is_absolute() else base / target
         if not exists(target):  # Roboflow's YAMLs say "../train/images" but mean it from the YAML's folder
             target = root / Path(*[part for part in Path(item).parts if part not in ("..", ".")])

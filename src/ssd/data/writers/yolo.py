@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from ssd.data.dataset import DetectionDataset, Record
+from ssd.data.pictures import boxes_as_shown, picture_info
 from ssd.data.writers.base import SplitWritten, Writer
 from ssd.data.writers.files import copy_picture, unique_stem, write_text_atomically
 from ssd.errors import DatasetError
@@ -27,8 +28,14 @@ _RESERVED = ("path", "names", "nc", "download")
 def label_lines(record: Record) -> tuple[list[str], int, int]:
     """The label file's lines of one picture, the crowd regions left out and the difficult boxes written."""
     lines, crowd_left_out, difficult_written = [], 0, 0
+    boxes, width, height = record.boxes, record.width, record.height
+    if not record.orient:
+        # Annotated on the stored pixels, but YOLO readers turn the picture as its EXIF says: turn the boxes.
+        info = picture_info(record.path)
+        boxes = boxes_as_shown(boxes, info.orientation, record.width, record.height)
+        width, height = info.width, info.height
     for box, label, crowd, difficult in zip(
-        record.boxes.tolist(),
+        boxes.tolist(),
         record.labels.tolist(),
         record.iscrowd.tolist(),
         record.difficult.tolist(),
@@ -39,8 +46,8 @@ def label_lines(record: Record) -> tuple[list[str], int, int]:
             continue
         difficult_written += int(difficult)
         x1, y1, x2, y2 = box
-        cx, cy = (x1 + x2) / 2 / record.width, (y1 + y2) / 2 / record.height
-        w, h = (x2 - x1) / record.width, (y2 - y1) / record.height
+        cx, cy = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height
+        w, h = (x2 - x1) / width, (y2 - y1) / height
         lines.append(f"{label - 1} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
     return lines, crowd_left_out, difficult_written
 
