@@ -5,7 +5,9 @@ write), mutates it (truncated, bytes flipped or inserted, values of the wrong ty
 numbers, missing or duplicated parts, deep nesting, text that is not UTF-8) and builds the dataset. The
 contract: the reader raises a DatasetError naming the broken file, or returns a dataset whose problems are
 counted in one DataWarning and whose boxes are finite, upright and inside their pictures. Nothing else: no
-other exception, no hang. The examples are derandomized, so a run in CI is reproducible.
+other exception, no hang. The examples are derandomized, so a run in CI is reproducible. The pictures are
+one-colour JPEGs of the sizes the annotations state (a few KB each; the readers read only their headers), so
+that real boxes stay inside them.
 """
 
 from __future__ import annotations
@@ -21,14 +23,16 @@ import warnings
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
-from data_writers import write_coco, write_picture, write_voc, write_yolo
-from hypothesis import HealthCheck, given, settings
+from data_writers import voc_xml, write_coco, write_picture, write_voc, write_yolo
+from hypothesis import HealthCheck, configuration, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from ssd.data import DataWarning, build_dataset
+from ssd.data.dataset import numeric_image_ids
 from ssd.errors import DatasetError
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -155,6 +159,18 @@ INSERTIONS = [
 NUMBER = re.compile(rb"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 
 
+@pytest.fixture(autouse=True)
+def _hypothesis_files_outside_the_repository(tmp_path_factory):
+    """Hypothesis caches Unicode tables and source constants in ./.hypothesis even without an example
+    database; here they go to pytest's temporary folder (unless HYPOTHESIS_STORAGE_DIRECTORY says where)."""
+    if os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+        yield
+        return
+    configuration.set_hypothesis_home_dir(tmp_path_factory.getbasetemp() / "hypothesis")
+    yield
+    configuration.set_hypothesis_home_dir(None)  # back to the default, for other test files
+
+
 @contextlib.contextmanager
 def no_hang(seconds: int = HANG_SECONDS):
     """Turn an example that runs past `seconds` into a failure instead of a stuck test run."""
@@ -201,7 +217,7 @@ def check_contract(root: Path, split: str, offending: list[str], sizes: dict[Pat
         assert bool((boxes[:, 2] <= record.width).all() and (boxes[:, 3] <= record.height).all()), boxes
         assert all(1 <= label <= len(dataset.class_names) for label in record.labels.tolist())
         assert bool(torch.isfinite(record.area).all()) and len(record.area) == len(boxes)
-        dataset.get_target(0)
+    assert len(dataset.targets) == len(dataset)
 
 
 def picture_sizes(folder: Path) -> dict[Path, tuple[int, int]]:
@@ -286,8 +302,8 @@ class Raw:
 
 @st.composite
 def structure_mutation(draw, document, raw: list[str]):
-    """A copy of `document` with one place in it replaced, removed, duplicated or nested deeply; and the
-    Raw values put in (token -> text) for the caller to write verbatim."""
+    """A copy of `document` with one place in it replaced (by a hostile value, perhaps a Raw one),
+    removed, duplicated, swapped with another or nested deeply."""
     document = copy.deepcopy(document)  # examples must not share edits
     places = list(_places(document))
     if draw(st.booleans()):  # any place, so mostly where the data is: an annotation's bbox, an image's size
@@ -307,7 +323,7 @@ def structure_mutation(draw, document, raw: list[str]):
     if edit == "remove":
         del parent[key]
     elif edit == "duplicate" and isinstance(parent, list):
-        parent.insert(key, json.loads(json.dumps(parent[key])))  # duplicated ids, duplicated entries
+        parent.insert(key, copy.deepcopy(parent[key]))  # duplicated ids, duplicated entries
     elif edit == "nest":
         value = parent[key]
         for _ in range(draw(st.integers(1, 50))):
@@ -439,12 +455,15 @@ def _voc_source(root: Path) -> list[Path]:
 
 @st.composite
 def xml_mutation(draw, data: bytes) -> bytes:
-    """The XML with one element removed, duplicated, renamed, given hostile text or deep nesting."""
+    """The XML with one element removed, duplicated, renamed, given hostile text or deep nesting, or with
+    a declaration naming an odd encoding."""
     tree = ElementTree.fromstring(data)  # our own source file, parsed to pick an element
     elements = list(tree.iter())
     element = draw(st.sampled_from(elements))
     parents = {child: parent for parent in elements for child in parent}
-    edit = draw(st.sampled_from(["text", "text", "remove", "duplicate", "rename", "nest", "nest_object"]))
+    edit = draw(
+        st.sampled_from(["text", "text", "remove", "duplicate", "rename", "nest", "nest_object", "encoding"])
+    )
     if edit == "text":
         texts = [n.decode() for n in HOSTILE_NUMBERS] + [LONG_NAME, "../x.jpg", "/etc/passwd", ".", ""]
         element.text = draw(st.sampled_from(texts) | st.text(max_size=12))
@@ -465,7 +484,16 @@ def xml_mutation(draw, data: bytes) -> bytes:
         tag = draw(st.sampled_from([b"object", b"x"]))
         closing = text.rindex(b"</")  # inside the root element, before it closes
         text = text[:closing] + b"<%s>" % tag * depth + b"</%s>" % tag * depth + text[closing:]
+    if edit == "encoding":
+        encoding = draw(st.sampled_from(XML_ENCODINGS))
+        text = b'<?xml version="1.0" encoding="%s"?>\n' % encoding.encode() + text
     return text
+
+
+# Encodings an XML declaration may name: wrong ones, multi-byte ones expat cannot take, Python codecs that
+# are not text encodings, and names no codec has.
+XML_ENCODINGS = ["utf-8", "latin-1", "utf-16", "utf-32", "utf-7", "cp1252", "hz", "idna", "punycode"]
+XML_ENCODINGS += ["rot13", "base64", "zlib", "unicode_escape", "bogus", ""]
 
 
 def test_voc_reader_survives_mutated_xml(tmp_path):
@@ -541,7 +569,44 @@ def _yolo_source(root: Path) -> list[Path]:
             names=["cat", "dog"],
             layout="roboflow",
         )
+    # A list of the same pictures, which the data.yaml names instead of the folder when it is fuzzed.
+    pictures = sorted((root / "train" / "images").glob("*.jpg"))
+    (root / LIST_FILE).write_text("".join(f"train/images/{picture.name}\n" for picture in pictures))
     return [*sorted((root / "train" / "labels").glob("*.txt")), root / "data.yaml"]
+
+
+LIST_FILE = "train.txt"
+
+# Names a list file may give a picture: leaving the dataset, too long, a folder, not a picture, digits that
+# are not decimal ("²" is a digit to str.isdigit, but int() refuses it).
+LISTED_NAMES = [
+    "../outside.jpg",
+    "/etc/passwd",
+    "C:\\photos\\a.jpg",
+    "\\\\server\\share\\a.jpg",
+    LONG_NAME,
+    "train/images",
+    "train/images/",
+    "data.yaml",
+    "train/images/a\u00b2.jpg",
+    "train/images/\u0661.jpg",
+    "images",
+    ".",
+    "~/a.jpg",
+    "train/images/missing.jpg",
+]
+
+
+@st.composite
+def list_mutation(draw, data: bytes) -> bytes:
+    """The list file with a line replaced by an odd name, or repeated."""
+    lines = data.decode().splitlines()
+    number = draw(st.integers(0, len(lines) - 1))
+    if draw(st.booleans()):
+        lines[number] = draw(st.sampled_from(LISTED_NAMES) | st.text(max_size=12))
+    else:
+        lines += [lines[number]] * draw(st.integers(1, 3))
+    return "\n".join(lines).encode()
 
 
 @st.composite
@@ -595,22 +660,144 @@ def label_mutation(draw, data: bytes) -> bytes:
 def test_yolo_reader_survives_mutated_labels_and_data_yaml(tmp_path):
     root = tmp_path / "yolo"
     files = _yolo_source(root)
-    originals = {path: path.read_bytes() for path in files}
+    originals = {path: path.read_bytes() for path in [*files, root / LIST_FILE]}
     sizes = picture_sizes(root)
     assert len(build_dataset(root, "train")) == len(files) - 1
+    # The data.yaml that reads the split from the list file, for examples that fuzz the list.
+    listing = yaml.safe_dump({**yaml.safe_load(originals[root / "data.yaml"]), "train": LIST_FILE}).encode()
 
     @FUZZ
     @given(st.data())
     def example(data):
         # The data.yaml half the time: one file rules the whole dataset, the label files one picture each.
-        target = data.draw(st.sampled_from([files[-1]] * (len(files) - 1) + files[:-1]), label="file")
+        choices = [files[-1]] * (len(files) - 1) + files[:-1] + [root / LIST_FILE]
+        target = data.draw(st.sampled_from(choices), label="file")
         original = originals[target]
-        structured = yaml_mutation(original) if target.suffix == ".yaml" else label_mutation(original)
+        if target.suffix == ".yaml":
+            structured = yaml_mutation(original)
+        elif target.name == LIST_FILE:
+            structured = list_mutation(original)
+        else:
+            structured = label_mutation(original)
         mutated = data.draw(byte_mutation(original) | structured, label="mutated")
         for path, text in originals.items():
             path.write_bytes(text)
+        if target.name == LIST_FILE:
+            (root / "data.yaml").write_bytes(listing)
         target.write_bytes(mutated)
         # A data.yaml without the split asked for is answered about the dataset folder, naming its splits.
         check_contract(root, "train", [target.name, f"{root}: no split 'train'"], sizes)
 
     example()
+
+
+# The failures the fuzzing found, one regular test each.
+
+
+def _build(root, split="train"):
+    with no_hang(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dataset = build_dataset(root, split)
+    return dataset, [w for w in caught if issubclass(w.category, DataWarning)]
+
+
+def _coco(root: Path, image: dict, annotation: dict | None = None) -> Path:
+    image = {"id": 1, "file_name": "a.jpg", **image}
+    write_picture(root / "val" / "a.jpg", 64, 48)
+    return write_coco(
+        root,
+        "val",
+        [image],
+        [annotation] if annotation else [],
+        [{"id": 1, "name": "x"}],
+        write_pictures=False,
+    )
+
+
+def test_coco_area_larger_than_its_picture_gives_the_box_area(tmp_path):
+    annotation = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 20], "area": 1e308}
+    _coco(tmp_path, {"width": 64, "height": 48}, annotation)
+    dataset, caught = _build(tmp_path, "val")
+    assert dataset.get_target(0)["area"].tolist() == [200.0], "1e308 would be infinite in float32"
+    assert len(caught) == 1 and "has area 1e+308, more than the 64x48 picture" in str(caught[0].message)
+
+
+def test_coco_picture_with_a_width_but_no_height_has_its_size_corrected(tmp_path):
+    _coco(tmp_path, {"width": 64})
+    dataset, caught = _build(tmp_path, "val")
+    assert (dataset.records[0].height, dataset.records[0].width) == (48, 64)
+    assert "which is not a picture size" in str(caught[0].message)
+
+
+def test_names_too_long_for_the_file_system_are_missing_pictures(tmp_path):
+    # COCO's file_name, VOC's <filename> and split list, YOLO's list file: each once raised ENAMETOOLONG.
+    _coco(tmp_path / "coco", {"file_name": LONG_NAME, "width": 64, "height": 48})
+    assert len(_build(tmp_path / "coco", "val")[0]) == 0
+    voc = write_voc(tmp_path / "voc", {"a": [("cat", 1, 2, 30, 40)]})
+    (voc / "Annotations" / "a.xml").write_text(voc_xml(LONG_NAME, 64, 48, [("cat", 1, 2, 30, 40)]))
+    assert len(_build(voc)[0]) == 1, "a <filename> that cannot be is looked for by the XML's name"
+    (voc / "ImageSets" / "Main" / "train.txt").write_text("a\n" + "y" * 300 + "\n")
+    dataset, caught = _build(voc)
+    assert len(dataset) == 1 and "listed in split 'train' but there is no such file" in str(caught[0].message)
+    yolo = write_yolo(tmp_path / "yolo", "train", {"a": "0 0.5 0.5 0.2 0.2\n"}, names=["x"])
+    (yolo / "list.txt").write_text(f"images/train/a.jpg\nimages/train/{LONG_NAME}\n")
+    (yolo / "data.yaml").write_text("train: list.txt\nnames: [x]\n")
+    dataset, caught = _build(yolo)
+    assert len(dataset) == 1 and "picture not found" in str(caught[0].message)
+
+
+def test_yolo_split_entry_too_long_for_the_file_system_is_an_error_naming_the_yaml(tmp_path):
+    yolo = write_yolo(tmp_path, "train", {"a": ""}, names=["x"])
+    (yolo / "data.yaml").write_text(f"train: {'y' * 300}\nnames: [x]\n")
+    with pytest.raises(DatasetError, match="data.yaml: split entry 'yyy.*' names no folder or file"):
+        build_dataset(yolo, "train")
+
+
+@pytest.mark.parametrize("encoding", ["bogus", "rot13", "utf-7", "utf-32", "idna", "punycode"])
+def test_voc_xml_declaring_an_unusable_encoding_skips_its_picture(tmp_path, encoding):
+    voc = write_voc(tmp_path, {"a": [("cat", 1, 2, 30, 40)], "b": [("cat", 1, 2, 30, 40)]})
+    xml = voc / "Annotations" / "a.xml"
+    xml.write_bytes(f'<?xml version="1.0" encoding="{encoding}"?>'.encode() + xml.read_bytes())
+    dataset, caught = _build(voc)
+    assert len(dataset) == 1 and f"{xml}: XML cannot be parsed" in str(caught[0].message)
+
+
+@pytest.mark.parametrize(
+    "value", ["2001-13-01", "!!float abc", "!!timestamp x", "!!int 0x", "[" * 3000 + "]" * 3000]
+)
+def test_data_yaml_that_pyyaml_cannot_build_is_an_error_naming_it(tmp_path, value):
+    # PyYAML raises ValueError, AttributeError or RecursionError for these, not YAMLError.
+    yolo = write_yolo(tmp_path, "train", {"a": ""}, names=["x"])
+    (yolo / "data.yaml").write_text(f"names: [x]\nval: {value}\n")
+    with pytest.raises(DatasetError, match="data.yaml: not valid YAML"):
+        build_dataset(yolo, "train")
+
+
+@pytest.mark.parametrize("key", ["names", "train"])
+def test_data_yaml_alias_bomb_is_refused_at_once(tmp_path, key):
+    yolo = write_yolo(tmp_path, "train", {"a": ""}, names=["x"])
+    lines = alias_bomb(key)
+    (yolo / "data.yaml").write_text("\n".join([*lines, "names: [x]"] if key == "train" else lines))
+    with (
+        no_hang(),
+        pytest.raises(DatasetError, match="data.yaml: ('names'|a split entry) must be .*, found .{,200}$"),
+    ):
+        build_dataset(yolo, "train")
+
+
+def test_data_yaml_home_of_an_unknown_user_is_an_error_naming_it(tmp_path):
+    yolo = write_yolo(tmp_path, "train", {"a": ""}, names=["x"])
+    (yolo / "data.yaml").write_text(
+        "train: ~no-such-user-here/images\npath: ~no-such-user-here\nnames: [x]\n"
+    )
+    with pytest.raises(DatasetError, match="data.yaml: split entry .* names the home of an unknown user"):
+        build_dataset(yolo, "train")
+
+
+def test_picture_names_with_digits_that_are_not_numbers_get_ids(tmp_path):
+    assert numeric_image_ids(["a1", "a\u00b2", "b\u0663"]) == [1, 2, 3], "'²' is no number: positions"
+    assert numeric_image_ids(["a1", "b\u0663"]) == [1, 3], "Arabic-Indic digits are numbers"
+    yolo = write_yolo(tmp_path, "train", {"1": ""}, names=["x"])
+    (yolo / "list.txt").write_text("images/train/1.jpg\nimages/train/\u00b22.jpg\n")  # listed, absent
+    (yolo / "data.yaml").write_text("train: list.txt\nnames: [x]\n")
+    assert len(_build(yolo)[0]) == 1

@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 import torch
-from data_writers import write_yolo
+from data_writers import write_picture, write_yolo
 
 from ssd.data import DataWarning, build_dataset
 from ssd.errors import DatasetError
@@ -97,3 +97,14 @@ def test_missing_names_and_missing_split_are_clear_errors(tmp_path):
     (root / "data.yaml").write_text("nc: 3\n")
     with pytest.raises(DatasetError, match="no class names"):
         build_dataset(root, "train")
+
+
+def test_labelimg_labels_beside_pictures_in_a_folder_called_images(tmp_path):
+    root = tmp_path / "images" / "holiday"  # the user's own folder happens to be called images
+    for stem in ("a", "b"):
+        write_picture(root / f"{stem}.jpg", 100, 50)
+        (root / f"{stem}.txt").write_text("0 0.5 0.5 0.2 0.4\n")
+    (root / "classes.txt").write_text("boat\n")
+    dataset, caught = _load(root, "all")
+    assert caught == [] and len(dataset) == 2
+    assert all(len(record.boxes) == 1 for record in dataset.records)

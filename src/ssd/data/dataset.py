@@ -365,7 +365,8 @@ def _size_text(stated: tuple[object, object]) -> str:
 def numeric_image_ids(names: list[str]) -> list[int]:
     """Integer ids for pictures known by name: the digits of each name when they are unique
     ("BloodImage_00042" -> 42, "2008_000123" -> 2008000123), else positions 1..N; stable and readable."""
-    digits = ["".join(ch for ch in name if ch.isdigit()) for name in names]
+    # Decimal digits, which int() reads in any script; "²" is a digit to str.isdigit but not a number.
+    digits = ["".join(ch for ch in name if ch.isdecimal()) for name in names]
     if all(0 < len(d) <= 15 for d in digits) and len({int(d) for d in digits}) == len(names):
         return [int(d) for d in digits]
     return list(range(1, len(names) + 1))

@@ -21,6 +21,7 @@ import torch
 from PIL import ExifTags, Image, UnidentifiedImageError
 from torch import Tensor
 
+from ssd.data.paths import is_dir
 from ssd.errors import DatasetError
 
 try:
@@ -192,8 +193,10 @@ def _open(path: Path, max_pixels: int | None) -> tuple[Image.Image, int | None]:
 def _open_failure(path: Path, error: Exception) -> str:
     if isinstance(error, FileNotFoundError):
         return "picture not found"
-    if isinstance(error, IsADirectoryError) or Path(path).is_dir():
+    if isinstance(error, IsADirectoryError) or is_dir(Path(path)):
         return "a folder, not a picture"
+    if isinstance(error, OSError) and error.strerror:  # a name too long for the file system, ...
+        return f"cannot be read ({error.strerror})"
     if isinstance(error, PermissionError):
         return "no permission to read the picture"
     if isinstance(error, UnidentifiedImageError):  # its message repeats the path

@@ -152,6 +152,13 @@ def _parse(path: Path) -> Element:
         raise DatasetError(
             f"{path}: XML refused, it uses entities or DTDs ({type(error).__name__})"
         ) from None
+    # The encoding a declaration names is looked up as a Python codec: an unknown one (or one that is not
+    # a text encoding, like rot13) is a LookupError, one expat cannot take (utf-7) a ValueError, one that
+    # fails on the text (idna, punycode) a UnicodeError. After DefusedXmlException, itself a ValueError.
+    except (LookupError, ValueError) as error:
+        raise DatasetError(f"{path}: XML cannot be parsed (its declared encoding: {error})") from None
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot be read ({error.strerror or error})") from None
 
 
 def _text(element: Element | None, tag: str) -> str | None:

@@ -115,7 +115,7 @@ def _class_names(root: Path, config: dict) -> list[str]:
             names = [names[i] for i in range(len(names))]
         except KeyError:
             raise DatasetError(
-                f"{config['_file']}: 'names' must map 0..N-1 to names, found {reprlib.repr(names)}"
+                f"{config['_file']}: 'names' must map 0..N-1 to names, found {_shown(names)}"
             ) from None
     if isinstance(names, list) and names:
         # A name is text or a number; a list or mapping is a mistake, and printing one built from YAML
@@ -124,7 +124,7 @@ def _class_names(root: Path, config: dict) -> list[str]:
         if nested is not None:
             raise DatasetError(
                 f"{config['_file']}: 'names' must be class names, found a {type(nested).__name__} "
-                f"{reprlib.repr(nested)}"
+                f"{_shown(nested)}"
             )
         return [str(name) for name in names]
     if (root / "classes.txt").is_file():
@@ -133,15 +133,12 @@ def _class_names(root: Path, config: dict) -> list[str]:
     raise DatasetError(f"{where}: no class names (a data.yaml with 'names' or a classes.txt)")
 
 
-def _labels_dir(images_dir: Path) -> Path:
-    """Where the label files of a pictures folder are: the path with its last `images` replaced by `labels`,
-    as YOLO itself does, else beside the pictures (LabelImg)."""
-    parts = list(images_dir.parts)
-    for i in range(len(parts) - 1, -1, -1):
-        if parts[i] == "images":
-            parts[i] = "labels"
-            return Path(*parts)
-    return images_dir
+def _shown(value: object) -> str:
+    """`value` as a message shows it: a few items of two levels, whatever its size (YAML aliases build a
+    billion strings from a few hundred bytes)."""
+    shown = reprlib.Repr()
+    shown.maxlevel, shown.maxlist, shown.maxdict, shown.maxstring, shown.maxother = 2, 4, 4, 40, 40
+    return shown.repr(value)
 
 
 def _base(root: Path, config: dict) -> Path:
@@ -172,7 +169,7 @@ def _entry_targets(root: Path, config: dict, entry: object) -> list[Path]:
     for item in entries:
         if not isinstance(item, str) or not item.strip():
             raise DatasetError(
-                f"{config['_file']}: a split entry must be a folder or file name, found {reprlib.repr(item)}"
+                f"{config['_file']}: a split entry must be a folder or file name, found {_shown(item)}"
             )
         target = _expanded(item)
         if target is None:
@@ -228,12 +225,20 @@ def _pictures(root: Path, split: str, config: dict, problems: ProblemLog) -> lis
             # The dataset's own folder holds LabelImg's pictures beside their labels: not its subfolders.
             found = target.iterdir() if target == root else target.rglob("*")
             listed += sorted(p for p in found if p.suffix.lower() in PICTURE_SUFFIXES and p.is_file())
-    pairs = []
-    for picture in listed:
-        images_dir = next((parent for parent in picture.parents if parent.name == "images"), picture.parent)
-        relative = picture.relative_to(images_dir).with_suffix(".txt")
-        pairs.append((picture, _labels_dir(images_dir) / relative))
-    return pairs
+    return [(picture, _label_file(picture, root)) for picture in listed]
+
+
+def _label_file(picture: Path, root: Path) -> Path:
+    """A picture's label file: under the nearest `images` folder above the picture, with `images` replaced
+    by `labels`, as YOLO itself does; beside the picture when there is no `images` folder between it and the
+    dataset (LabelImg), so that a dataset kept in some `.../images/...` folder of the user's own still finds
+    its labels. A picture outside the dataset (an absolute data.yaml entry) may use any `images` above it."""
+    inside = picture.is_relative_to(root)
+    above = [parent for parent in picture.parents if not inside or parent.is_relative_to(root)]
+    images_dir = next((parent for parent in above if parent.name == "images"), None)
+    if images_dir is None:
+        return picture.with_suffix(".txt")
+    return images_dir.with_name("labels") / picture.relative_to(images_dir).with_suffix(".txt")
 
 
 def _raw_boxes(
@@ -300,6 +305,11 @@ def load_yolo(
     records: list[Record] = []
     ids = numeric_image_ids([picture.stem for picture, _ in pairs])
     for (picture, label_file), image_id in zip(pairs, ids, strict=True):
+        # A list file may name a picture that is not there, even by a name no file can have (too long for
+        # the file system), which the picture reader is not asked about.
+        if not exists(picture):
+            problems.add(str(picture), "picture not found", SKIPPED_PICTURE)
+            continue
         # YOLO states no size: the picture's own, as shown (EXIF orientation applied, as Ultralytics reads it).
         size = checked_picture_size(
             picture,
