@@ -180,3 +180,14 @@ def test_bccd_voc_to_coco_round_trip_keeps_every_box(tmp_path):
     for before, after in zip(voc.targets, coco.targets, strict=True):
         assert after["file_name"] == before["file_name"] and after["image_id"] == before["image_id"]
         assert torch.equal(after["boxes"], before["boxes"]) and torch.equal(after["labels"], before["labels"])
+
+
+def test_a_missing_early_picture_does_not_send_the_others_elsewhere(tmp_path):
+    # CVAT's layout: annotations/instances_default.json and images/; the first listed picture is missing.
+    images = [_image(i) for i in range(1, 8)]
+    json_path = write_coco(tmp_path, "default", images, [_box(1, 3, 7, [1, 1, 5, 5])], CATEGORIES, False)
+    for image in images[1:]:
+        write_picture(tmp_path / "images" / image["file_name"])
+    dataset, caught = _load(json_path.parent.parent, "all")
+    assert len(dataset) == 6 and all(r.path.parent == tmp_path / "images" for r in dataset.records)
+    assert "0001.jpg: picture listed in instances_default.json is missing" in str(caught[0].message)

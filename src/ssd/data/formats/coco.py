@@ -87,7 +87,8 @@ def _read_json(json_path: Path) -> dict:
 
 
 def _image_root(json_path: Path, file_names: list[str]) -> Path:
-    """The folder the JSON's `file_name`s are relative to: the first candidate holding its first pictures."""
+    """The folder the JSON's `file_name`s are relative to: the candidate holding most of its first pictures
+    (the first such, in the order below), so that a few missing pictures do not send the rest elsewhere."""
     stem = json_path.stem.removeprefix("instances_")
     here, parent = json_path.parent, json_path.parent.parent
     candidates = [
@@ -99,10 +100,10 @@ def _image_root(json_path: Path, file_names: list[str]) -> Path:
         parent / "images",
         parent,
     ]
-    sample = [name for name in file_names[:5] if inside(here, name) is not None]
-    for candidate in candidates:
-        if sample and all(is_file(candidate / name) for name in sample):
-            return candidate
+    sample = [name for name in file_names[:20] if inside(here, name) is not None]
+    found = [sum(is_file(candidate / name) for name in sample) for candidate in candidates]
+    if sample and max(found) > 0:
+        return candidates[found.index(max(found))]
     return candidates[0] if candidates[0].is_dir() else here
 
 
