@@ -258,3 +258,20 @@ def test_boxes_drawn_on_the_stored_pixels_of_a_turned_picture_stay_on_their_obje
         assert record.boxes.tolist() == [
             pytest.approx([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], abs=0.01)
         ]
+
+
+def test_yolo_data_yaml_keys_splits_by_their_role(tmp_path):
+    source = tmp_path / "roboflow"
+    for split in ("train", "valid", "test"):
+        write_coco(
+            source,
+            split,
+            [{"id": 1, "file_name": "p.jpg", "width": 20, "height": 20}],
+            [],
+            [{"id": 0, "name": "x"}],
+        )
+    convert_dataset(source, "yolo", tmp_path / "yolo")
+    config = yaml.safe_load((tmp_path / "yolo" / "data.yaml").read_text())
+    assert (config["train"], config["val"], config["test"]) == ("images/train", "images/valid", "images/test")
+    assert available_splits(tmp_path / "yolo") == ["train", "val", "test"]
+    assert len(build_dataset(tmp_path / "yolo", "val")) == 1

@@ -2,8 +2,9 @@
 
 Each label line is `class cx cy w h` in 0..1 of the picture's size, with class = label - 1. Six decimals
 keep every corner within 0.5 px of where it was for pictures up to 600,000 px a side: rounding moves a
-corner by at most 0.75e-6 of the side (half a unit of the centre plus a quarter of the size). `data.yaml` names each split's folder relative to itself (`train: images/train`,
-no `path:`), so the folder can be moved, and lists the class names in order with `nc`.
+corner by at most 0.75e-6 of the side (half a unit of the centre plus a quarter of the size). `data.yaml`
+names each split's folder relative to itself under the key of its role (`val: images/valid`, no `path:`), so
+the folder can be moved, and lists the class names in order with `nc`.
 
 YOLO has no crowd regions and no difficult flag: crowd regions are left out (training on them as objects
 would teach the model wrong boxes) and difficult boxes become ordinary boxes; the report counts both.
@@ -17,12 +18,9 @@ import yaml
 
 from ssd.data.dataset import DetectionDataset, Record
 from ssd.data.pictures import boxes_as_shown, picture_info
+from ssd.data.splits import TEST, TRAINING, VALIDATION, split_role
 from ssd.data.writers.base import SplitWritten, Writer
 from ssd.data.writers.files import copy_picture, unique_stem, write_text_atomically
-from ssd.errors import DatasetError
-
-# Keys of data.yaml that are not splits; a split with one of these names would overwrite it.
-_RESERVED = ("path", "names", "nc", "download")
 
 
 def label_lines(record: Record) -> tuple[list[str], int, int]:
@@ -53,9 +51,6 @@ def label_lines(record: Record) -> tuple[list[str], int, int]:
 
 
 def write_yolo(out: Path, splits: dict[str, DetectionDataset]) -> list[SplitWritten]:
-    reserved = [split for split in splits if split in _RESERVED]
-    if reserved:
-        raise DatasetError(f"split '{reserved[0]}' cannot be written as YOLO: data.yaml uses that key")
     class_names = next(iter(splits.values())).class_names if splits else []
     written = []
     for split, dataset in splits.items():
@@ -79,11 +74,29 @@ def write_yolo(out: Path, splits: dict[str, DetectionDataset]) -> list[SplitWrit
                 f"{difficult_written} difficult boxes written as ordinary boxes (YOLO has no difficult flag)"
             )
         written.append(report)
-    config = {split: f"images/{split}" for split in splits}
+    config = _split_keys(list(splits), written)
     config.update(nc=len(class_names), names=list(class_names))
     text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True, default_flow_style=False)
     write_text_atomically(out / "data.yaml", text)
     return written
+
+
+def _split_keys(splits: list[str], written: list[SplitWritten]) -> dict[str, str]:
+    """data.yaml's split entries. YOLO readers (Ultralytics, ours) know only `train`, `val` and `test`, so
+    each split is keyed by its role (`valid` -> `val:`, `train2017` -> `train:`); its folder keeps its name.
+    A split without a role of its own is noted in its line: its folder is written, but data.yaml cannot
+    name it."""
+    keys = {TRAINING: "train", VALIDATION: "val", TEST: "test"}
+    roles = [split_role(split) for split in splits]
+    config = {}
+    for split, role, report in zip(splits, roles, written, strict=True):
+        if role is not None and roles.count(role) == 1:
+            config[keys[role]] = f"images/{split}"
+        else:
+            report.notes.append(
+                f"no train/val/test entry in data.yaml for it (its pictures are in images/{split})"
+            )
+    return config
 
 
 YOLO_WRITER = Writer(
