@@ -394,3 +394,15 @@ def test_seed_command_then_eval_on_the_real_datasets(tmp_path, monkeypatch, caps
     assert f"('{train}': 8 pictures" in trained and "epoch 10/10" in trained
     assert f"evaluating split '{val}' of dataset_coco: the split ssd.pt validated on" in evaluated
     assert "COCO metrics (8 pictures)" in evaluated
+
+
+def test_the_automatic_split_is_the_same_however_the_paths_are_typed(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    stems = _stems("p", 30)
+    _coco_json(root / "result.json", stems)
+    _write_pictures(tmp_path / "elsewhere", stems)  # pictures outside the dataset folder
+    monkeypatch.chdir(tmp_path)
+    absolute = build_dataset(root, "val", image_root=tmp_path / "elsewhere")
+    relative = build_dataset("data", "valid", image_root="elsewhere")  # "valid" means the automatic "val"
+    assert [r.file_name for r in absolute.records] == [r.file_name for r in relative.records]
+    assert len(absolute) >= 1

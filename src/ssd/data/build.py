@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ssd.data.dataset import VERIFY_LEVELS, DetectionDataset, Transform
+from ssd.data.dataset import VERIFY_LEVELS, DetectionDataset, Record, Transform
 from ssd.data.formats import FORMATS, DataFormat, LoadOptions
 from ssd.data.formats.synthetic import DEFAULT_SIZES as SYNTHETIC_SPLITS
 from ssd.data.formats.synthetic import SyntheticShapes
@@ -132,22 +132,25 @@ def build_dataset(
     whole = fmt.load(root, names[0] if names else WHOLE, options)
     if split == WHOLE or split in names:
         return whole
-    if split not in AUTOMATIC_SPLITS:
+    try:
+        split = resolve_split(split, list(AUTOMATIC_SPLITS), str(root))  # "valid" means "val" here too
+    except DatasetError:
         raise DatasetError(
             f"{root}: no split '{split}'; the dataset has no splits of its own, so it is divided into "
             f"{' and '.join(AUTOMATIC_SPLITS)} (or take '{WHOLE}')"
-        )
+        ) from None
     folder = root if root.is_dir() else root.parent
-    keys = [_key(record.path, folder) for record in whole.records]
+    keys = [_key(record, folder) for record in whole.records]
     validation = validation_indices(keys, val_fraction, split_seed)
     wanted = [i for i in range(len(keys)) if (i in validation) == (split == AUTOMATIC_SPLITS[1])]
     source = f"{whole.source}, automatic '{split}' ({val_fraction:g} for validation, seed {split_seed})"
     return whole.subset(wanted, source)
 
 
-def _key(picture: Path, folder: Path) -> str:
-    """A picture's name inside its dataset, the same wherever the dataset folder is."""
+def _key(record: Record, folder: Path) -> str:
+    """A picture's name inside its dataset, the same wherever the dataset folder is and however its path was
+    typed; a picture outside the folder (a COCO JSON's `--image-root`) is known by its annotation's name."""
     try:
-        return Path(picture).relative_to(folder).as_posix()
-    except ValueError:
-        return Path(picture).as_posix()
+        return record.path.resolve().relative_to(folder.resolve()).as_posix()
+    except (ValueError, OSError):
+        return Path(record.file_name).as_posix()
