@@ -191,3 +191,15 @@ def test_a_missing_early_picture_does_not_send_the_others_elsewhere(tmp_path):
     dataset, caught = _load(json_path.parent.parent, "all")
     assert len(dataset) == 6 and all(r.path.parent == tmp_path / "images" for r in dataset.records)
     assert "0001.jpg: picture listed in instances_default.json is missing" in str(caught[0].message)
+
+
+def test_roboflows_project_category_is_not_a_class(tmp_path):
+    categories = [
+        {"id": 0, "name": "cells", "supercategory": "none"},
+        {"id": 1, "name": "RBC", "supercategory": "cells"},
+        {"id": 2, "name": "WBC", "supercategory": "cells"},
+    ]
+    json_path = write_coco(tmp_path, "train", [_image(1)], [_box(1, 1, 2, [1, 1, 5, 5])], categories)
+    dataset = load_coco(json_path)
+    assert dataset.class_names == ["RBC", "WBC"] and dataset.label_to_category_id == {1: 1, 2: 2}
+    assert dataset.records[0].labels.tolist() == [2]

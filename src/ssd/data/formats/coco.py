@@ -113,8 +113,20 @@ def _categories(data: dict, json_file: str) -> tuple[list[str], dict[int, int]]:
     if any(not isinstance(i, int) or isinstance(i, bool) for i in ids) or len(set(ids)) != len(ids):
         raise DatasetError(f"{json_file}: category ids must be unique integers, found {str(ids)[:200]}")
     ordered = sorted(categories, key=lambda category: category["id"])
+    ordered = [category for category in ordered if not _is_parent_only(category, ordered, data)]
     names = [str(category.get("name", category["id"])) for category in ordered]
     return names, {label: category["id"] for label, category in enumerate(ordered, start=1)}
+
+
+def _is_parent_only(category: dict, categories: list[dict], data: dict) -> bool:
+    """Whether a category only groups others: Roboflow lists its project as category 0, the supercategory of
+    every real class, with no box of its own. Kept as a class, it would be one the model can never see."""
+    name = category.get("name")
+    if not any(other is not category and other.get("supercategory") == name for other in categories):
+        return False
+    annotations = data.get("annotations")
+    boxes = annotations if isinstance(annotations, list) else []
+    return not any(isinstance(a, dict) and a.get("category_id") == category["id"] for a in boxes)
 
 
 def _number(value: object) -> float | None:
