@@ -26,34 +26,9 @@ from tqdm import tqdm
 
 from ssd.cli.media import MediaFile, find_media, open_video, video_frames
 from ssd.data.pictures import UnreadablePicture, read_picture
-from ssd.deploy.fold import prepare_for_inference
-from ssd.deploy.formats import is_exported_model, load_predictor
-from ssd.deploy.threads import set_inference_threads
+from ssd.deploy.selection import resolve_classes, select_detections
 from ssd.errors import UserError
 from ssd.evaluation.drawing import class_name, draw_detections
-from ssd.models.checkpoint import load_model
-
-
-def load_detector(
-    weights: str | Path,
-    arch: str | None = None,
-    num_classes: int | None = None,
-    class_names: Sequence[str] | None = None,
-    threads: int | None = None,
-    device: torch.device | str = "cpu",
-):
-    """Anything with `predict(images)`, `class_names` and `num_classes` for a weights or exported file."""
-    weights = Path(weights)
-    if not weights.is_file():
-        raise UserError(f"{weights}: no such weights file")
-    set_inference_threads(threads)
-    if is_exported_model(weights):
-        detector = load_predictor(weights, threads)
-        if class_names is not None:
-            detector.class_names = list(class_names)
-        return detector
-    model = load_model(weights, arch=arch, num_classes=num_classes, class_names=class_names, device=device)
-    return prepare_for_inference(model)
 
 
 @dataclass
@@ -130,12 +105,7 @@ class DetectionRun:
         print(f"warning: skipped {path}: {reason}", file=sys.stderr)
 
     def _filter(self, detections: dict[str, Tensor]) -> dict[str, Tensor]:
-        keep = detections["result_scores"] >= self.score_threshold
-        if self.labels is not None:
-            keep &= torch.isin(detections["result_labels"], torch.tensor(sorted(self.labels)))
-        # Detections come sorted by decreasing score, so the first `max_detections` kept are the best.
-        index = keep.nonzero()[:, 0][: self.max_detections]
-        return {key: value[index] for key, value in detections.items()}
+        return select_detections(detections, self.score_threshold, self.labels, self.max_detections)
 
     def _detect_pictures(self, files: list[MediaFile]) -> None:
         readable: list[tuple[MediaFile, Tensor]] = []
@@ -260,19 +230,3 @@ class DetectionRun:
             for (x1, y1, x2, y2), label, score in zip(boxes, labels, scores, strict=True)
         ]
         path.write_text("".join(line + "\n" for line in lines))
-
-
-def resolve_classes(classes: Sequence[str], class_names: Sequence[str] | None, num_classes: int) -> set[int]:
-    """`--classes` values (names, or labels 1..K) to labels; a clear error for one that is neither."""
-    labels = set()
-    names = {name: index + 1 for index, name in enumerate(class_names or [])}
-    for value in classes:
-        for item in (v.strip() for v in str(value).split(",") if v.strip()):
-            if item in names:
-                labels.add(names[item])
-            elif item.isdigit() and 1 <= int(item) < num_classes:
-                labels.add(int(item))
-            else:
-                known = ", ".join(class_names) if class_names else f"labels 1..{num_classes - 1}"
-                raise UserError(f"--classes: unknown class {item!r}; known: {known}")
-    return labels

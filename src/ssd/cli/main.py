@@ -22,6 +22,7 @@ COMMANDS = {
     "bench": "ssd.cli.commands.bench",
     "data": "ssd.cli.commands.data",
     "info": "ssd.cli.commands.info",
+    "serve": "ssd.cli.commands.serve",
 }
 
 

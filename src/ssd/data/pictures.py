@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -66,6 +67,10 @@ class UnreadablePicture(DatasetError):
         super().__init__(f"{path}: {reason}")
 
 
+class PictureTooLarge(UnreadablePicture):
+    """A picture with more pixels than allowed: refused from its header, before decoding."""
+
+
 @dataclass(frozen=True)
 class PictureInfo:
     """A picture's size as shown (EXIF orientation applied) and as stored in the file."""
@@ -106,10 +111,11 @@ def picture_size(path: Path, verify: str, max_pixels: int | None = None) -> tupl
     return info.height, info.width
 
 
-def read_picture(path: Path, max_pixels: int | None = None, orient: bool = True) -> Tensor:
-    """A picture file as a uint8 (3, H, W) RGB tensor, turned as its EXIF orientation says when `orient`
-    (else the pixels as stored); `UnreadablePicture` naming the file if it cannot be read or has more than
-    `max_pixels` (None: MAX_PIXELS)."""
+def read_picture(path: Path | BinaryIO, max_pixels: int | None = None, orient: bool = True) -> Tensor:
+    """A picture file (or an open binary stream, such as an upload's bytes in `io.BytesIO`) as a uint8
+    (3, H, W) RGB tensor, turned as its EXIF orientation says when `orient` (else the pixels as stored);
+    `UnreadablePicture` naming the file if it cannot be read or has more than `max_pixels` (None:
+    MAX_PIXELS)."""
     picture, pillow_limit = _open(path, max_pixels)
     with picture:
         with _decoding(pillow_limit, picture.width * picture.height):
@@ -182,7 +188,7 @@ def _open(path: Path, max_pixels: int | None) -> tuple[Image.Image, int | None]:
     width, height = picture.size
     if width * height > limit:
         picture.close()
-        raise UnreadablePicture(
+        raise PictureTooLarge(
             path,
             f"{width}x{height} is {width * height:,} pixels, more than the {limit:,} allowed "
             "(a guard against decompression bombs); --max-pixels allows larger",
@@ -193,7 +199,7 @@ def _open(path: Path, max_pixels: int | None) -> tuple[Image.Image, int | None]:
 def _open_failure(path: Path, error: Exception) -> str:
     if isinstance(error, FileNotFoundError):
         return "picture not found"
-    if isinstance(error, IsADirectoryError) or is_dir(Path(path)):
+    if isinstance(error, IsADirectoryError) or not hasattr(path, "read") and is_dir(Path(path)):
         return "a folder, not a picture"
     if isinstance(error, OSError) and error.strerror:  # a name too long for the file system, ...
         return f"cannot be read ({error.strerror})"

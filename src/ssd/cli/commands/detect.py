@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ssd.cli.detect_files import DetectionRun, load_detector
+    from ssd.cli.detect_files import DetectionRun
+    from ssd.deploy.loading import load_detector
     from ssd.device import choose_device
     from ssd.errors import UserError
 
