@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 
 from ssd.cli.arguments import (
@@ -104,12 +105,18 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(f"serving {state.description['name']} on http://{args.host}:{args.port}/ (Ctrl-C stops)")
     if args.workers == 1:
-        uvicorn.run(create_app(settings, state.detector), host=args.host, port=args.port, log_level="warning")
-        return 0
+        return _until_stopped(
+            uvicorn.run,
+            create_app(settings, state.detector),
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+        )
     from ssd.serving.settings import SETTINGS_VARIABLE
 
     os.environ[SETTINGS_VARIABLE] = settings.to_json()  # each worker process builds its own app from it
-    uvicorn.run(
+    return _until_stopped(
+        uvicorn.run,
         "ssd.serving.app:app_from_environment",
         factory=True,
         host=args.host,
@@ -117,6 +124,27 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_level="warning",
     )
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _until_stopped(serve, *args, **kwargs) -> int:
+    """Serve until SIGTERM, then exit 0. uvicorn finishes the requests in flight on SIGTERM and then raises
+    the signal again for whoever handled it before: this handler, which ends the command cleanly."""
+
+    def stop(signum, frame):
+        raise _Stopped
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        serve(*args, **kwargs)
+    except _Stopped:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print("stopped: the requests in flight were answered")
     return 0
 
 
