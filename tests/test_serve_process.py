@@ -224,3 +224,16 @@ DRAWN_STROKE = """d => {
   probe.fillRect(0, 0, 1, 1);
   return {drawn, expected: Array.from(probe.getImageData(0, 0, 1, 1).data.slice(0, 3))};
 }"""
+
+
+def test_two_workers_answer_every_request_once_health_says_ready(random_weights, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (100, 80), (20, 160, 90)).save(tmp_path / "p.png")
+    server = Server("--weights", str(random_weights), "--workers", "2")
+    try:
+        # Each worker loads its model before it takes connections, so none answers 503 "still loading".
+        answers = [server.detect((tmp_path / "p.png").read_bytes()) for _ in range(8)]
+    finally:
+        assert server.stop() == 0
+    assert all((answer["width"], answer["height"]) == (100, 80) for answer in answers)

@@ -202,8 +202,14 @@ def create_app(settings: ServeSettings, detector=None) -> FastAPI:
 
 
 def app_from_environment() -> FastAPI:
-    """The app of a worker process (uvicorn --workers, Ray replicas): settings from the environment."""
-    return create_app(ServeSettings.from_environment())
+    """The app of a uvicorn worker process (`--workers`), settings from the environment. The model is loaded
+    before the app is returned, that is before the worker takes connections: the workers share one socket,
+    and a worker still loading would otherwise answer 503 while its siblings are ready."""
+    state = ServerState(ServeSettings.from_environment())
+    state.load()
+    if not state.ready:
+        raise SystemExit(2)
+    return create_app(state.settings, state.detector)
 
 
 def _route_of(request: Request) -> str:
