@@ -7,8 +7,8 @@ The protocol of the training issue: no pretrained weights, batch 16, 80 epochs, 
 (its EMA weights when --ema is on, as here by default) evaluated on `test`. The reference on this machine kind
 is torchvision 0.28's ssdlite320_mobilenet_v3_large with its own recipe (see ../shared/data/README.md);
 the target is 1.2x its accuracy at 1.3x its training speed. Prints a table, writes JSON with mAP, mAP@0.5,
-per-class AP, wall time, training pictures/s and where the plots are; the run folder holds metrics.csv,
-loss.png, lr.png, map.png and validation pictures.
+per-class AP, wall time, training pictures/s and where the plots are; the run folder holds results.csv,
+results.png, the evaluation plots and validation pictures (docs/training.md, "What a run writes").
 """
 
 from __future__ import annotations
@@ -106,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         "reference_torchvision": REFERENCE,
         "target": TARGET,
         "run_dir": str(result.run_dir),
-        "plots": [str(result.run_dir / name) for name in ("loss.png", "lr.png", "map.png")],
+        "plots": [
+            str(result.run_dir / name)
+            for name in ("results.png", "confusion_matrix.png", "PR_curve.png", "F1_curve.png")
+        ],
         "machine": {
             "cpus": torch.get_num_threads(),
             "torch": torch.__version__,

@@ -35,10 +35,10 @@ def test_train_ssd_py_with_the_exact_flags_writes_a_usable_checkpoint(tmp_path, 
     for key in ("optimizer", "scheduler", "rng", "metrics", "options", "ssd_version", "step"):
         assert key in checkpoint, key
     run_dir = tmp_path / "runs" / "mobilenetv3_ssd_dataset_coco"
-    for name in ("last.pt", "best.pt", "metrics.csv", "loss.png", "lr.png", "map.png"):
+    for name in ("last.pt", "best.pt", "results.csv", "results.png", "args.yaml"):
         assert (run_dir / name).is_file(), name
     assert (run_dir / "pictures" / "epoch_001.jpg").is_file()
-    assert len((run_dir / "metrics.csv").read_text().splitlines()) == 2  # header + one epoch
+    assert len((run_dir / "results.csv").read_text().splitlines()) == 2  # header + one epoch
 
     model = load_model(tmp_path / "ssd.pt")
     detections = model.predict(torch.randint(0, 256, (3, 80, 120), dtype=torch.uint8))

@@ -71,12 +71,15 @@ def test_kill_9_then_resume_gives_identical_weights(tmp_path, capsys):
     for index, state in momentum.items():
         assert torch.equal(state["momentum_buffer"], resumed["optimizer"]["state"][index]["momentum_buffer"])
     assert [row["loss"] for row in resumed["metrics"]] == [row["loss"] for row in reference["metrics"]]
-    assert len((tmp_path / "killed" / "metrics.csv").read_text().splitlines()) == 4
+    assert len((tmp_path / "killed" / "results.csv").read_text().splitlines()) == 4
 
     # A resumed run keeps its options: changing one is refused, with the ones that may change named.
     from ssd.cli.main import main
 
     assert main(["train", "--resume", str(last), "--lr", "0.5"]) == 2
-    assert "only device, workers, epochs, save may be given with it, not --lr" in capsys.readouterr().err
+    assert (
+        "only device, workers, epochs, save, patience, save_period may be given with it, not --lr"
+        in capsys.readouterr().err
+    )
     assert main(["train", "--resume", str(last), "--epochs", "2"]) == 2
     assert "has already trained 3 epochs; --epochs 2 is fewer" in capsys.readouterr().err

@@ -1,10 +1,30 @@
-"""ssd: the Single Shot MultiBox Detector — models, loss, data, training, evaluation and export."""
+"""ssd: the Single Shot MultiBox Detector — models, loss, data, training, evaluation and export.
 
-from ssd.models.config import SSDConfig
-from ssd.models.postprocess import PostProcessor
-from ssd.models.registry import available_architectures, build_model
-from ssd.training.loss import MultiBoxLoss
+The public names below are imported on first use (PEP 562's module `__getattr__`): `import ssd` and the
+`ssd` command's start-up (`ssd --help`) then cost no torch import, and `ssd.build_model` still works.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ssd.version import __version__
+
+if TYPE_CHECKING:  # for type checkers and editors; at run time `__getattr__` imports them
+    from ssd.models.config import SSDConfig
+    from ssd.models.postprocess import PostProcessor
+    from ssd.models.registry import available_architectures, build_model
+    from ssd.training.loss import MultiBoxLoss
+
+# Each lazy public name, and the module that defines it.
+_LAZY_NAMES = {
+    "SSDConfig": "ssd.models.config",
+    "PostProcessor": "ssd.models.postprocess",
+    "MultiBoxLoss": "ssd.training.loss",
+    "available_architectures": "ssd.models.registry",
+    "build_model": "ssd.models.registry",
+}
 
 __all__ = [
     "SSDConfig",
@@ -14,3 +34,15 @@ __all__ = [
     "build_model",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY_NAMES:
+        raise AttributeError(f"module 'ssd' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY_NAMES[name]), name)
+    globals()[name] = value  # later look-ups find it directly, without this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_NAMES))

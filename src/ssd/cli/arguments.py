@@ -4,6 +4,7 @@ the checks of numeric options (one line naming the option and the value)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ssd.errors import UserError
 
@@ -25,6 +26,22 @@ def add_model_file_arguments(parser: argparse.ArgumentParser, weights_help: str,
             metavar="A,B,...",
             help="names of labels 1..K, comma-separated, when the file has none",
         )
+
+
+def beside_weights(weights: str | Path, name: str) -> Path:
+    """Where an output made from a weights file goes by default: `name` in the weights file's folder, so a
+    run's exports and reports stay with its checkpoint whatever folder the command is typed in. A
+    pretrained name (`ssd weights list`) is no file of the user's (it is downloaded into torch's cache), so
+    its outputs go to the current folder."""
+    path = Path(weights)
+    return path.with_name(name) if path.is_file() else Path(name)
+
+
+def output_file(out: str | Path, default_name: str) -> Path:
+    """An output file's path from its option: an existing folder (`--out exports/`) gets `default_name`
+    inside it, rather than failing when the file is written."""
+    path = Path(out)
+    return path / default_name if path.is_dir() else path
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:

@@ -13,13 +13,14 @@ from PIL import Image
 from ssd.data.dataset import DetectionDataset
 from ssd.data.loader import load_sample
 from ssd.data.transforms import Compose, Resize, SanitizeBoxes
-from ssd.evaluation.drawing import draw_detections
+from ssd.evaluation.drawing import draw_ground_truth
 
 
 def draw_boxes(image: torch.Tensor, target: dict, class_names: list[str]) -> Image.Image:
-    """The picture with each box outlined in its class's colour and named."""
+    """The picture with each box outlined in its class's colour and named, drawn as ground truth is in
+    every picture of the package (dashed)."""
     picture = Image.fromarray(image.permute(1, 2, 0).contiguous().numpy())
-    return draw_detections(picture, target["boxes"], target["labels"], class_names=class_names)
+    return draw_ground_truth(picture, target["boxes"], target["labels"], class_names, captions=True)
 
 
 def augmentation_grid(

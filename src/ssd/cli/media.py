@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ssd.data.pictures import PICTURE_SUFFIXES
-from ssd.errors import UserError
+from ssd.errors import UserError, require_extra
 
 # Besides the dataset formats' picture files, single pictures in a few formats datasets do not use.
 PICTURE_EXTENSIONS = {*PICTURE_SUFFIXES, ".gif", ".ppm", ".pgm"}
@@ -58,10 +58,7 @@ def media_kind(path: Path) -> str | None:
 
 def open_video(path: Path):
     """An OpenCV capture of `path`, its frame rate and frame count; `UserError` when it cannot be read."""
-    try:
-        import cv2
-    except ImportError as error:
-        raise UserError(f"{path}: reading videos needs OpenCV: pip install opencv-python-headless") from error
+    cv2 = require_extra("cv2", "video", "reading videos")
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise UserError(f"{path}: cannot open the video")

@@ -20,7 +20,7 @@ import torch
 from ssd.data.build import SYNTHETIC, available_splits, build_dataset
 from ssd.data.dataset import DetectionDataset
 from ssd.data.writers import WRITERS, SplitWritten
-from ssd.errors import DatasetError, UserError
+from ssd.errors import DatasetError, UserError, did_you_mean
 
 
 def _check_out(src: Path, out: Path) -> None:
@@ -117,7 +117,9 @@ def convert_dataset(
     copied, never moved or changed. `out` must be new or an empty folder. Returns one report per split."""
     writer = WRITERS.get(to)
     if writer is None:
-        raise UserError(f"--to {to}: unknown output format; choose one of {', '.join(WRITERS)}")
+        raise UserError(
+            f"--to {to}: unknown output format; choose one of {', '.join(WRITERS)}{did_you_mean(to, WRITERS)}"
+        )
     if str(src) == SYNTHETIC:
         raise UserError(
             "synthetic: its pictures are drawn on the fly; write them with `ssd data synthetic DIR` and "

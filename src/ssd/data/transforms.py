@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ssd.errors import UserError
+from ssd.errors import UserError, did_you_mean
 from ssd.ops.boxes import box_iou
 
 Target = dict
@@ -389,7 +389,10 @@ class ZoomOutCropResize:
 def build_transforms(preset: str, size: int | tuple[int, int] | None = 300) -> Compose:
     """The augmentation of a preset (`ssd`, `ssdlite`, `none`), ending in a resize to `size` when given."""
     if preset not in PRESETS:
-        raise UserError(f"unknown augmentation preset '{preset}'; choose one of {', '.join(PRESETS)}")
+        raise UserError(
+            f"unknown augmentation preset '{preset}'; choose one of {', '.join(PRESETS)}"
+            + did_you_mean(str(preset), PRESETS)
+        )
     resize = [Resize(size)] if size is not None else []
     if preset == "ssd":
         if size is None:

@@ -22,7 +22,7 @@ from ssd.deploy.compare import compare_detections
 from ssd.deploy.fold import prepare_for_inference
 from ssd.deploy.formats import EXPORT_FORMATS, load_predictor
 from ssd.deploy.predictor import export_metadata
-from ssd.errors import UserError
+from ssd.errors import UserError, did_you_mean
 
 # Raw header outputs agree when within this, relative to their largest magnitude (and at least absolute).
 NETWORK_TOLERANCE = 1e-4
@@ -71,7 +71,11 @@ def export_model(
     it, for callers that compare the outputs themselves.
     """
     if format not in EXPORT_FORMATS:
-        raise UserError(f"unknown export format {format!r}; known: {', '.join(EXPORT_FORMATS)}")
+        raise UserError(
+            f"unknown export format {format!r}; known: {', '.join(EXPORT_FORMATS)}"
+            + did_you_mean(format, EXPORT_FORMATS)
+        )
+    EXPORT_FORMATS[format].require_packages()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # ONNX and TorchScript graphs carry no memory layout: export the folded model in the default one.

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssd.errors import UserError
+from ssd.errors import UserError, require_extra
 from ssd.evaluation.voc_metrics import detection_arrays
 
 BACKENDS = ("pycocotools", "faster-coco-eval")
@@ -165,21 +165,19 @@ def write_coco_results(results: list[dict], path: str | Path) -> Path:
     return path
 
 
-def _backend_classes(backend: str):
+def backend_classes(backend: str):
+    """The COCO ground-truth and evaluator classes of `backend`; a one-line error when it is not installed
+    (the evaluator asks at its start, so a missing package is not found after a whole inference pass)."""
     if backend == "pycocotools":
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
 
         return COCO, COCOeval
     if backend == "faster-coco-eval":
-        try:
-            from faster_coco_eval import COCO, COCOeval_faster
-        except ImportError as error:
-            raise UserError(
-                "the faster-coco-eval backend is not installed: pip install faster-coco-eval "
-                "(or use the default backend, pycocotools)"
-            ) from error
-        return COCO, COCOeval_faster
+        faster_coco_eval = require_extra(
+            "faster_coco_eval", "fast-eval", "the faster-coco-eval backend (the default is pycocotools)"
+        )
+        return faster_coco_eval.COCO, faster_coco_eval.COCOeval_faster
     raise UserError(f"unknown COCO backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
@@ -192,7 +190,7 @@ def _load_ground_truth(coco_class, ground_truth: dict):
 
 def evaluate_coco(ground_truth: dict, results: list[dict], backend: str = "pycocotools") -> CocoMetrics:
     """COCOeval on a ground-truth dict and results entries; the library's own printout is kept quiet."""
-    coco_class, eval_class = _backend_classes(backend)
+    coco_class, eval_class = backend_classes(backend)
     known_images = {image["id"] for image in ground_truth["images"]}
     unknown = {r["image_id"] for r in results} - known_images
     if unknown:

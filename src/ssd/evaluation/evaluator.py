@@ -17,6 +17,7 @@ from ssd.errors import UserError
 from ssd.evaluation.coco_metrics import (
     COCO_STAT_NAMES,
     CocoMetrics,
+    backend_classes,
     build_coco_ground_truth,
     detections_to_coco_results,
     evaluate_coco,
@@ -155,6 +156,7 @@ class Evaluator:
             raise UserError(f"batch size must be at least 1, got {batch_size}")
         if len(dataset) == 0:
             raise UserError("the evaluation split holds no pictures")
+        backend_classes(coco_backend)  # a backend not installed fails now, not after the inference pass
         self.dataset = dataset
         self.batch_size = batch_size
         self.num_workers = num_workers

@@ -10,7 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from ssd.evaluation.coco_metrics import COCO_STAT_NAMES, write_coco_results
+from ssd.evaluation.drawing import draw_detections, draw_ground_truth, tensor_picture, with_legend
 from ssd.evaluation.evaluator import EvaluationResult
+from ssd.evaluation.mosaic import fit_into, mosaic
+from ssd.evaluation.palette import class_colour_float
 from ssd.evaluation.picture_errors import PictureErrors, picture_errors
 
 # pycocotools' own labels for its 12 numbers, so the table reads like its printout.
@@ -136,7 +139,10 @@ def plot_pr_curves(result: EvaluationResult, out_dir: str | Path) -> list[Path]:
         figure, axes = plt.subplots(figsize=(5, 4.5), dpi=100)
         if len(curve.recall):
             axes.plot(
-                curve.recall, curve.precision, label=f"VOC IoU 0.5 (AP {_number(result.voc.ap_area[k])})"
+                curve.recall,
+                curve.precision,
+                color=class_colour_float(k + 1),
+                label=f"VOC IoU 0.5 (AP {_number(result.voc.ap_area[k])})",
             )
         precision = result.coco.precision
         if precision is not None:
@@ -169,79 +175,47 @@ def worst_pictures(
     return errors[:count]
 
 
-def _image_for_display(image) -> np.ndarray:
-    array = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
-    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
-        array = array.transpose(1, 2, 0)
-    if array.dtype != np.uint8:
-        array = np.clip(array * (255.0 if array.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-    return array.squeeze()
-
-
 def draw_worst_pictures(
     result: EvaluationResult,
     dataset,
     path: str | Path,
     count: int = 16,
     score_threshold: float = 0.5,
+    cell: int = 400,
 ) -> Path | None:
-    """A grid of the worst pictures: found objects green, missed ones yellow, right detections blue, false
-    ones red. Returns None when no picture has an error."""
+    """A grid of the worst pictures, drawn as every picture of the package is (`ssd.evaluation.drawing`):
+    ground truth dashed, predictions solid with their score, both in their class's colour; a missed object
+    is thicker and captioned `missed`, a prediction matching no object `false`; a legend says so. Returns
+    None when no picture has an error."""
     worst = worst_pictures(result, count, score_threshold)
     if not worst:
         return None
-    plt = _pyplot()
-    from matplotlib.patches import Rectangle
-
-    columns = min(4, len(worst))
-    rows = math.ceil(len(worst) / columns)
-    figure, axes_grid = plt.subplots(
-        rows, columns, figsize=(4.5 * columns, 3.8 * rows), dpi=100, squeeze=False
-    )
-    for axes in axes_grid.flat:
-        axes.axis("off")
-    names = result.class_names
-    for axes, (index, errors) in zip(axes_grid.flat, worst, strict=False):
+    cells, titles, labels = [], [], set()
+    for index, errors in worst:
         image, target = dataset[index]
-        axes.imshow(_image_for_display(image))
-        for box, found, ignored in zip(errors.gt_boxes, errors.gt_found, errors.gt_ignored, strict=True):
-            color = "lime" if found or ignored else "yellow"
-            axes.add_patch(
-                _rectangle(Rectangle, box, color, 2.5 if not found else 1.5, "--" if ignored else "-")
-            )
-        for box, label, score, correct in zip(
-            errors.boxes, errors.labels, errors.scores, errors.detection_correct, strict=True
-        ):
-            color = "deepskyblue" if correct else "red"
-            axes.add_patch(_rectangle(Rectangle, box, color, 1.2, "-"))
-            if not correct:
-                axes.text(
-                    box[0],
-                    box[1],
-                    f"{names[label - 1]} {score:.2f}",
-                    color="white",
-                    fontsize=6,
-                    bbox={"facecolor": "red", "alpha": 0.7, "pad": 1, "linewidth": 0},
-                )
-        title = target.get("file_name") or f"picture {index}"
-        axes.set_title(f"{Path(str(title)).name}: {errors.missed} missed, {errors.false} false", fontsize=8)
-    figure.suptitle(
-        f"worst pictures at score >= {score_threshold}: green found, yellow missed, blue right, red false",
-        fontsize=10,
-    )
-    figure.tight_layout()
+        picture, scale = fit_into(tensor_picture(image), cell)
+        missed = errors.gt_found | errors.gt_ignored
+        picture = draw_ground_truth(
+            picture, errors.gt_boxes * scale, errors.gt_labels, result.class_names, missed=~missed
+        )
+        picture = draw_detections(
+            picture,
+            errors.boxes * scale,
+            errors.labels,
+            errors.scores,
+            result.class_names,
+            false=~errors.detection_correct,
+        )
+        cells.append(picture)
+        labels.update(errors.gt_labels.tolist() + errors.labels.tolist())
+        name = Path(str(target.get("file_name") or f"picture {index}")).name
+        titles.append(f"{name}: {errors.missed} missed, {errors.false} false")
+    grid = mosaic(cells, columns=4, titles=titles)
+    grid = with_legend(grid, result.class_names, sorted(labels), score_threshold=score_threshold, errors=True)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
+    grid.save(path)
     return path
-
-
-def _rectangle(rectangle_class, box, color: str, width: float, style: str):
-    x1, y1, x2, y2 = (float(v) for v in box)
-    return rectangle_class(
-        (x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=width, linestyle=style
-    )
 
 
 def write_report(

@@ -25,6 +25,7 @@ import torch
 from ssd.errors import UserError
 from ssd.models.config import SSDConfig
 from ssd.models.registry import build_model, get_architecture
+from ssd.models.weights.resolve import pretrained_config_overrides, resolve_weights, weights_and_arch
 from ssd.models.weights.safe_load import load_pt_file
 from ssd.models.weights.torchvision import load_mapped_weights, read_state_dict
 from ssd.ops.anchors import boxes_per_location
@@ -32,6 +33,8 @@ from ssd.version import __version__
 
 CHECKPOINT_FORMAT = "ssd-checkpoint"
 CHECKPOINT_VERSION = 1
+# What a checkpoint must hold to rebuild its model (`model_checkpoint` writes them).
+MODEL_KEYS = ("arch", "config", "num_classes", "model")
 
 
 def save_checkpoint(path: str | Path, checkpoint: Mapping[str, Any]) -> Path:
@@ -78,6 +81,25 @@ def is_ssd_checkpoint(content: Any) -> bool:
     return isinstance(content, Mapping) and content.get("format") == CHECKPOINT_FORMAT
 
 
+def _check_model_keys(content: Mapping[str, Any], path: Path) -> None:
+    """A file marked as ours but lacking a part names the part, rather than failing on it as a KeyError."""
+    missing = [key for key in MODEL_KEYS if key not in content]
+    if missing:
+        raise UserError(
+            f"{path}: an ssd checkpoint without its {', '.join(missing)} (damaged, or not written by ssd)"
+        )
+
+
+def checkpoint_arch(path: str | Path) -> str | None:
+    """The architecture in one of our checkpoint files; None for anything else (a torchvision file, a
+    pretrained name), whose architecture the user says."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    content = load_pt_file(path)
+    return str(content["arch"]) if is_ssd_checkpoint(content) and "arch" in content else None
+
+
 def load_model(
     path: str | Path,
     arch: str | None = None,
@@ -89,31 +111,57 @@ def load_model(
     """A model ready for inference from any weights file the toolkit knows.
 
     Our checkpoints rebuild themselves (architecture, config, classes). A torchvision SSD checkpoint needs
-    `arch`; its class count is read from the file unless given.
+    `arch`, unless it is a pretrained name (`ssd weights list`), which is downloaded once and says its
+    architecture; its class count is read from the file unless given.
     """
-    path = Path(path)
+    given = path
+    path, arch = weights_and_arch(path, arch)
     content = load_pt_file(path)
     if is_ssd_checkpoint(content):
-        config = SSDConfig.from_dict(content["config"])
-        model = build_model(
-            content["arch"],
-            num_classes=content["num_classes"],
-            class_names=content.get("class_names"),
-            config=config,
-        )
-        weights = content.get("ema") if use_ema and content.get("ema") is not None else content["model"]
-        model.load_state_dict(weights)
+        _check_model_keys(content, path)
+        if arch is not None and arch != content["arch"]:
+            raise UserError(
+                f"{path}: holds a {content['arch']} model, not {arch} (a checkpoint says its architecture; "
+                "--arch is for torchvision files)"
+            )
+        model = _rebuild(content, path, use_ema)
     else:
+        # A file of neither kind (a list, a mapping of numbers) is named as such before --arch is asked for.
+        state_dict = read_state_dict(path)
         if arch is None:
             raise UserError(f"{path}: a torchvision weights file; say which architecture it is (--arch)")
-        state_dict = read_state_dict(path)
         if num_classes is None:
             num_classes = _class_count_of_torchvision_checkpoint(state_dict, arch, path)
-        model = build_model(arch, num_classes=num_classes, class_names=class_names)
+        overrides = pretrained_config_overrides(given, arch)
+        model = build_model(arch, num_classes=num_classes, class_names=class_names, **overrides)
         model.load_torchvision(path)
     if class_names is not None and model.class_names is None:
         model.class_names = list(class_names)
     return model.to(device or "cpu").eval()
+
+
+def _rebuild(content: Mapping[str, Any], path: Path, use_ema: bool) -> torch.nn.Module:
+    """The model one of our checkpoints describes, with its weights (the EMA ones when present and wanted)."""
+    _check_model_keys(content, path)
+    try:
+        config = SSDConfig.from_dict(content["config"])
+    except (TypeError, ValueError, KeyError, AttributeError):
+        raise UserError(f"{path}: its model config is not one this version of ssd reads") from None
+    model = build_model(
+        content["arch"],
+        num_classes=content["num_classes"],
+        class_names=content.get("class_names"),
+        config=config,
+    )
+    weights = content.get("ema") if use_ema and content.get("ema") is not None else content["model"]
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError, AttributeError):
+        # torch's message lists every key; the point for a user is that the file is not whole.
+        raise UserError(
+            f"{path}: its weights do not fit the {content['arch']} model it describes (damaged or edited)"
+        ) from None
+    return model
 
 
 def _class_count_of_torchvision_checkpoint(
@@ -135,12 +183,14 @@ def _class_count_of_torchvision_checkpoint(
 
 def load_weights_for_finetuning(model: torch.nn.Module, path: str | Path) -> list[str]:
     """Start `model` from a weights file: one of our checkpoints, a torchvision SSD checkpoint or an ImageNet
-    backbone file. Classification headers trained for another number of classes stay freshly initialised;
-    anything else that does not fit is an error listing every difference. Returns notes for the user."""
-    path = Path(path)
+    backbone file, or a pretrained name (downloaded once). Classification headers trained for another number
+    of classes stay freshly initialised; anything else that does not fit is an error listing every
+    difference. Returns notes for the user."""
+    path = resolve_weights(path, model.config.arch)
     content = load_pt_file(path)
     if not is_ssd_checkpoint(content):
         return model.load_torchvision(path)
+    _check_model_keys(content, path)
     if content["arch"] != model.config.arch:
         raise UserError(f"{path}: a {content['arch']} checkpoint cannot start a {model.config.arch} model")
     weights = content.get("ema") if content.get("ema") is not None else content["model"]

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from ssd.errors import UserError
+from ssd.errors import UserError, did_you_mean
 from ssd.models.config import SSDConfig
 from ssd.models.ssd import SSD
+from ssd.models.weights.resolve import pretrained_config_overrides, resolve_weights
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ def register_architecture(architecture: Architecture) -> Architecture:
 def get_architecture(name: str) -> Architecture:
     if name not in ARCHITECTURES:
         known = ", ".join(sorted(ARCHITECTURES))
-        raise UserError(f"unknown architecture {name!r}; known: {known}")
+        raise UserError(f"unknown architecture {name!r} (known: {known}){did_you_mean(name, ARCHITECTURES)}")
     return ARCHITECTURES[name]
 
 
@@ -78,12 +80,16 @@ def build_model(
     num_classes: int = 91,
     class_names: Sequence[str] | None = None,
     config: SSDConfig | None = None,
+    weights: str | Path | None = None,
     **overrides: Any,
 ) -> SSD:
     """Build an SSD by architecture name.
 
     `num_classes` counts the background (class 0): a dataset with 3 object classes needs `num_classes=4`.
     `overrides` change the architecture's config, e.g. `input_size=512` or `score_threshold=0.3`.
+    `weights` loads a torchvision SSD checkpoint or ImageNet backbone file, or a pretrained name
+    (`ssd weights list`: downloaded once into torch's cache, and the model built as the file needs it), with
+    any class count: classification headers for another count keep their fresh initialisation.
     """
     if num_classes < 2:
         raise UserError(f"num_classes={num_classes}: it counts the background, so it must be at least 2")
@@ -93,6 +99,14 @@ def build_model(
             f"expected {num_classes - 1} names"
         )
     architecture = get_architecture(arch)
-    config = config.replace(**overrides) if config is not None else make_config(arch, **overrides)
+    if config is not None:
+        config = config.replace(**overrides)
+    else:
+        config = make_config(arch, **{**pretrained_config_overrides(weights, arch), **overrides})
+    # Before building: a name unknown or for another architecture fails at once, and a download fails early.
+    weights_file = resolve_weights(weights, arch) if weights is not None else None
     backbone, extras = architecture.build_layers(config)
-    return SSD(config, backbone, extras, num_classes=num_classes, class_names=class_names)
+    model = SSD(config, backbone, extras, num_classes=num_classes, class_names=class_names)
+    if weights_file is not None:
+        model.load_torchvision(weights_file)
+    return model

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssd.errors import UserError
+from ssd.errors import UserError, did_you_mean
 from ssd.ops.boxes import BoxCoder, elementwise_generalized_box_iou
 from ssd.training.matching import HungarianMatcher, IoUMatcher, pad_targets
 from ssd.training.options import TrainOptions
@@ -61,7 +61,10 @@ class MultiBoxLoss(nn.Module):
                 "needs num_classes=2"
             )
         if loc_loss not in LOC_LOSSES:
-            raise UserError(f"loc_loss must be one of {', '.join(LOC_LOSSES)}; got {loc_loss!r}")
+            raise UserError(
+                f"loc_loss must be one of {', '.join(LOC_LOSSES)}; got {loc_loss!r}"
+                + did_you_mean(str(loc_loss), LOC_LOSSES)
+            )
         if neg_pos_ratio <= 0:
             raise UserError(f"neg_pos_ratio must be positive, got {neg_pos_ratio}")
         if negatives_per_empty_image < 0:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ssd.errors import UserError
+from ssd.errors import UserError, did_you_mean
+from ssd.models.checkpoint import checkpoint_arch
 from ssd.models.registry import get_architecture
 from ssd.training.recipes import SYNTHETIC_RECIPE, architecture_defaults
 
@@ -79,6 +80,7 @@ class TrainOptions:
     workers: int | None = None  # None: 0 on a CPU (loading is cheap next to a CPU step), else up to 8
     seed: int = 0
     eval_every: int = 1
+    patience: int = 0  # stop after this many evaluations without a better mAP; 0: never stop early
     eval_batch_size: int = 8
     max_bad_steps: int = 5  # non-finite losses in a row before the run stops
     val_pictures: int = 4  # validation pictures drawn with their predictions each evaluation
@@ -88,6 +90,7 @@ class TrainOptions:
     project: str = "runs"
     name: str | None = None  # None: <arch>_<dataset>, numbered when taken
     save: str | None = None  # the final checkpoint, in addition to runs/<name>/last.pt
+    save_period: int | None = None  # also keep runs/<name>/epoch_NNN.pt every this many epochs; None: never
     resume: str | None = None
 
     def __post_init__(self) -> None:
@@ -100,8 +103,19 @@ class TrainOptions:
             if value not in allowed:
                 raise UserError(
                     f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}; got {value!r}"
+                    + did_you_mean(str(value), allowed)
                 )
 
+        # A YAML file can hold any type: counts must be whole numbers (True is not one, although Python
+        # says it is an int).
+        for name, least in (("patience", 0), ("save_period", 1)):
+            value = getattr(self, name)
+            if value is None and name == "save_period":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise UserError(
+                    f"--{name.replace('_', '-')} must be a whole number >= {least}, got {value!r}"
+                )
         choice("optimizer", self.optimizer, OPTIMIZERS)
         choice("scheduler", self.scheduler, SCHEDULERS)
         choice("matcher", self.matcher, MATCHERS)
@@ -163,7 +177,9 @@ def _checked(values: Mapping[str, Any], source: str) -> dict[str, Any]:
     for raw_key, value in values.items():
         key = str(raw_key).replace("-", "_")
         if key not in known:
-            raise UserError(f"{source}: unknown option {raw_key!r}; known: {', '.join(sorted(known))}")
+            raise UserError(
+                f"{source}: unknown option {raw_key!r}{did_you_mean(key, known)}; known: {', '.join(sorted(known))}"
+            )
         if key == "milestones" and value is not None:
             value = tuple(float(v) for v in (value.split(",") if isinstance(value, str) else value))
         checked[key] = value
@@ -175,6 +191,8 @@ def read_yaml_options(path: str | Path) -> dict[str, Any]:
     import yaml
 
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a config file")
     if not path.is_file():
         raise UserError(f"{path}: no such config file")
     try:
@@ -184,6 +202,22 @@ def read_yaml_options(path: str | Path) -> dict[str, Any]:
     if not isinstance(content, Mapping):
         raise UserError(f"{path}: a config file must map option names to values")
     return _checked(content, str(path))
+
+
+def write_yaml_options(options: TrainOptions, path: str | Path) -> Path:
+    """The options as a YAML config file that `read_yaml_options` reads back into the same options.
+
+    `resume` is left out (null): the file repeats the run from its start; `--resume` continues one.
+    """
+    import yaml
+
+    values = options.to_dict()
+    values["resume"] = None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = "# the resolved options of this run: `ssd train --config THIS_FILE` repeats it\n"
+    path.write_text(header + yaml.safe_dump(values, sort_keys=False, default_flow_style=None))
+    return path
 
 
 def resolve_options(given: Mapping[str, Any], config_file: str | Path | None = None) -> TrainOptions:
@@ -199,6 +233,10 @@ def resolve_options(given: Mapping[str, Any], config_file: str | Path | None = N
     for key in ("datapath", "weights", "save", "resume", "project", "image_root"):
         if values.get(key) is not None:
             values[key] = str(values[key])
+    if "arch" not in values and values.get("weights") is not None:
+        # Fine-tuning one of our checkpoints trains its architecture unless another is asked for (and
+        # then the checkpoint is refused as not fitting); other files take the default or --arch.
+        values["arch"] = checkpoint_arch(values["weights"]) or TrainOptions.arch
     options = TrainOptions(**values)
     options.validate()
     return options

@@ -12,7 +12,7 @@ from ssd.training.options import TrainOptions
 
 LAST = "last.pt"  # written after every epoch; what `--resume RUN_FOLDER` continues from
 # The options a resumed run may change; everything else continues as the run was set up.
-RESUME_CHANGES = ("device", "workers", "epochs", "save")
+RESUME_CHANGES = ("device", "workers", "epochs", "save", "patience", "save_period")
 
 
 @dataclass

@@ -22,6 +22,7 @@ from ssd.models.checkpoint import load_weights_for_finetuning
 from ssd.models.config import SSDConfig
 from ssd.models.registry import build_model, make_config
 from ssd.models.ssd import SSD
+from ssd.models.weights.resolve import pretrained_config_overrides
 from ssd.training.anchor_fit import fit_scales, parse_scales
 from ssd.training.datasets import TrainingData
 from ssd.training.distributed import (
@@ -35,7 +36,7 @@ from ssd.training.loss import build_loss
 from ssd.training.optim import build_optimizer, build_scheduler, scaled_lr
 from ssd.training.options import TrainOptions
 from ssd.training.recipes import architecture_defaults
-from ssd.training.resume import ResumePoint
+from ssd.training.resume import LAST, ResumePoint
 
 
 @dataclass
@@ -169,7 +170,9 @@ def _training_model(
         model.load_state_dict(state["model"])
         return model, []
     num_classes = options.num_classes or len(class_names) + 1
-    config = make_config(options.arch, **({"input_size": options.input_size} if options.input_size else {}))
+    size = {"input_size": options.input_size} if options.input_size else {}
+    # A pretrained name may need the model built its way (MobileNetV3's full tail for its ImageNet file).
+    config = make_config(options.arch, **pretrained_config_overrides(options.weights, options.arch), **size)
     if options.anchor_scales != "default":
         config = config.replace(scales=_default_box_scales(options, config, data))
     if num_classes != len(class_names) + 1:
@@ -192,18 +195,23 @@ def _default_box_scales(options: TrainOptions, config: SSDConfig, data: Training
 
 
 def _run_dir(options: TrainOptions, resume: ResumePoint | None, context: DistributedContext) -> Path:
-    """A resumed run keeps its folder; a new one gets `--name`, or `<arch>_<dataset>` numbered when taken."""
+    """A resumed run keeps its folder; a new one gets `--name`, or `<arch>_<dataset>`, numbered when taken.
+
+    A `--name` folder counts as taken only once it holds a run's checkpoint, so repeating a run from its
+    `args.yaml` (which names it) leaves the first run's files alone.
+    """
     if resume is not None:
         return resume.path.parent
-    if options.name:
-        run_dir = Path(options.project) / options.name
-    else:
-        dataset = Path(options.datapath).name or "data"
-        base = Path(options.project) / f"{options.arch}_{dataset}"
-        run_dir, number = base, 1
-        while run_dir.exists():
-            number += 1
-            run_dir = base.with_name(f"{base.name}{number}")
+
+    def taken(folder: Path) -> bool:
+        return (folder / LAST).exists() if options.name else folder.exists()
+
+    dataset = Path(options.datapath).name or "data"
+    base = Path(options.project) / (options.name or f"{options.arch}_{dataset}")
+    run_dir, number = base, 1
+    while taken(run_dir):
+        number += 1
+        run_dir = base.with_name(f"{base.name}{number}")
     if context.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir

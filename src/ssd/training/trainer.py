@@ -37,16 +37,21 @@ from ssd.training.distributed import (
 )
 from ssd.training.epoch_metrics import EpochMeter, StepLosses
 from ssd.training.hooks import (
+    ArgsFile,
     BadStep,
     BadStepLog,
     Checkpointer,
     ConsoleReport,
+    EarlyStopping,
     Evaluation,
+    EvaluationPlots,
     Hook,
+    LabelsPlot,
     MetricsLog,
     PreciseBatchNorm,
     ProgressBar,
     TensorBoardLog,
+    TrainBatchPictures,
     ValidationPictures,
 )
 from ssd.training.hooks.bad_steps import too_many_bad_steps_message
@@ -70,6 +75,7 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_map: float | None = None
     seconds: float = 0.0
+    stopped_early: str | None = None  # why the run ended before its last epoch (--patience)
 
 
 def _print(message: str) -> None:
@@ -112,6 +118,7 @@ class Trainer:
         self.backbone_frozen = False
         self.improved = False  # this epoch's validation mAP is the best so far
         self.evaluation: EvaluationResult | None = None  # this epoch's validation result, if it evaluated
+        self.stop_reason: str | None = None  # set by a hook (rank 0) to end the run after this epoch
 
     @property
     def model(self) -> nn.Module:
@@ -148,12 +155,27 @@ class Trainer:
         self.hooks = self._default_hooks() + self.extra_hooks
         self._call("before_run")
 
-        for epoch in range(self.start_epoch, self.options.epochs):
+        # A run that stopped early, resumed without a new --patience, has nothing left to do.
+        stopped = None
+        if resume is not None and "patience" not in self.resume_changes:
+            stopped = resume.checkpoint.get("stopped_early")
+        if stopped is not None:
+            self.stop_reason = stopped  # kept in a --save checkpoint too
+            self.emit(
+                f"nothing to do: this run stopped early after epoch {self.start_epoch}: {stopped}. "
+                "To train on, resume with a larger --patience (0: never stop)"
+            )
+        epochs = range(self.start_epoch, self.options.epochs) if stopped is None else range(0)
+        for epoch in epochs:
             self.improved, self.evaluation = False, None
             row = self.train_one_epoch(epoch)
             self.history.append(row)
             self._call("after_epoch", row)
             barrier(self.context)
+            if self._stops_early():
+                stopped = self.stop_reason
+                self.emit(f"stopped early after epoch {row['epoch']}/{self.options.epochs}: {stopped}")
+                break
 
         run_dir = self.parts.run_dir
         result = TrainResult(
@@ -164,6 +186,7 @@ class Trainer:
             history=self.history,
             best_map=self.best_map,
             seconds=time.perf_counter() - started,
+            stopped_early=stopped,
         )
         self._call("after_run", result)
         barrier(self.context)
@@ -172,23 +195,32 @@ class Trainer:
     def _default_hooks(self) -> list[Hook]:
         """In the order they run. Rank 0 alone evaluates, writes and prints."""
         options, parts, main = self.options, self.parts, self.context.is_main
+        run_dir = parts.run_dir
         hooks: list[Hook] = [BadStepLog()]
+        if main:
+            hooks += [ArgsFile(run_dir), LabelsPlot(run_dir), TrainBatchPictures(run_dir)]
         if main and self.progress:
             hooks.append(ProgressBar())
         if options.precise_bn > 0 and parts.data.val_set is not None:
             hooks.append(PreciseBatchNorm(options.precise_bn))
         if parts.evaluator is not None:
-            hooks.append(Evaluation(parts.evaluator))
+            hooks += [Evaluation(parts.evaluator), EvaluationPlots(run_dir)]
             if options.val_pictures > 0:
                 hooks.append(ValidationPictures(options.val_pictures))
+            hooks.append(EarlyStopping(options.patience))
         if main:
             hooks += [
                 Checkpointer(),
-                MetricsLog(parts.run_dir),
-                TensorBoardLog(parts.run_dir, options.tensorboard),
+                MetricsLog(run_dir),
+                TensorBoardLog(run_dir, options.tensorboard),
                 ConsoleReport(),
             ]
         return hooks
+
+    def _stops_early(self) -> bool:
+        """Whether a hook on rank 0 ended the run; every process learns it, so all leave the loop together."""
+        flag = torch.tensor([1.0 if self.stop_reason else 0.0])
+        return bool(all_reduce_sum(flag, self.context).item() > 0)
 
     def _call(self, point: str, *arguments: Any) -> None:
         for hook in self.hooks:
@@ -227,6 +259,7 @@ class Trainer:
         self._call("before_epoch", epoch)
         started = time.perf_counter()
         for images, targets in parts.loader:
+            self._call("before_step", images, targets)
             losses = self.train_step(images, targets)
             meter.pictures += len(targets) * self.context.world_size
             if losses is None:

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import argparse
 
-from ssd.cli.arguments import add_threads_argument, require_at_least
+from ssd.cli.arguments import add_threads_argument, output_file, require_at_least
 
 HELP = "benchmark inference: latency p50/p95, pictures/s at batch 1 and 8, memory, GFLOP/s"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", required=True, help="architecture name, e.g. mobilenetv3_ssd")
-    parser.add_argument("--weights", default=None, help="weights file (default: random weights; same speed)")
-    parser.add_argument("--num-classes", type=int, default=None, help="classes with background (default: 91)")
+    parser.add_argument(
+        "--arch", default=None, help="architecture name, e.g. mobilenetv3_ssd (default: the checkpoint's)"
+    )
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="a checkpoint, whose architecture and classes are used, or a torchvision file with --arch "
+        "(default: random weights; same speed)",
+    )
+    parser.add_argument(
+        "--num-classes", type=int, default=None, help="classes with background (default: the file's, else 91)"
+    )
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     parser.add_argument("--picture", default=None, help="picture to run on (default: a 480x640 random one)")
     parser.add_argument("--runs", type=int, default=50, help="timed runs at batch 1 (default: 50)")
@@ -23,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep the default memory layout (to measure channels-last)",
     )
-    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument(
+        "--json", default=None, help="also write the results to this JSON file (a folder: bench.json in it)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,12 +47,16 @@ def run(args: argparse.Namespace) -> int:
     from ssd.errors import UserError
 
     require_at_least("--runs", args.runs, 5)
+    json_path = output_file(args.json, "bench.json") if args.json else None
     if args.weights:
         from ssd.models.checkpoint import load_model
 
+        # Our checkpoints say their architecture; --arch is then needed only for a torchvision file.
         model = load_model(args.weights, arch=args.arch, num_classes=args.num_classes)
-        if model.config.arch != args.arch:
+        if args.arch is not None and model.config.arch != args.arch:
             raise UserError(f"{args.weights}: holds a {model.config.arch} model, not {args.arch}")
+    elif args.arch is None:
+        raise UserError("say what to benchmark: an architecture (--arch) or a weights file (--weights)")
     else:
         from ssd.models.registry import build_model
 
@@ -64,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         channels_last=not args.no_channels_last,
     )
     print(format_results([result]))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=2))
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from ssd.cli.arguments import add_dataset_arguments
+from ssd.cli.arguments import add_dataset_arguments, output_file
 
 HELP = "check a dataset, show its augmentation, convert it to another format, or write the synthetic data"
 
@@ -33,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show.add_argument("--pictures", type=int, default=4, help="rows: how many pictures")
     show.add_argument("--columns", type=int, default=5, help="the stored picture, then columns-1 draws")
     show.add_argument("--seed", type=int, default=0)
-    show.add_argument("--out", default="augmentation.png", help="PNG to write")
+    show.add_argument(
+        "--out", default="augmentation.png", help="picture to write, or a folder for augmentation.png in it"
+    )
 
     synthetic = sub.add_parser("synthetic", help="write the built-in synthetic dataset as COCO")
     synthetic.add_argument("out", help="folder to write (annotations/, train/, val/, test/)")
@@ -97,12 +99,15 @@ def _show(args: argparse.Namespace) -> int:
 
     if args.pictures < 1 or args.columns < 1 or args.size < 8:
         raise UserError("--pictures and --columns must be at least 1, --size at least 8")
+    out = output_file(args.out, "augmentation.png")
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"):
+        raise UserError(f"--out {args.out}: give a picture file name, such as grid.png")
     transform = build_transforms(args.preset, args.size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # `ssd data check` is where problems are reported
         dataset = build_dataset(args.path, args.split, image_root=args.image_root, max_pixels=args.max_pixels)
     grid = augmentation_grid(dataset, transform, args.size, args.pictures, args.columns, args.seed)
-    out = save_grid(grid, args.out)
+    out = save_grid(grid, out)
     print(
         f"wrote {out}: {args.pictures} pictures of {dataset.source}, preset '{args.preset}', "
         f"{args.columns - 1} draws each after the stored picture"

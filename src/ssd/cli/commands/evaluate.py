@@ -8,6 +8,7 @@ from ssd.cli.arguments import (
     add_dataset_arguments,
     add_device_argument,
     add_model_file_arguments,
+    beside_weights,
     require_at_least,
 )
 
@@ -16,7 +17,9 @@ HELP = "evaluate a model on a dataset split: COCO and VOC metrics, per-class tab
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_file_arguments(
-        parser, "a training checkpoint, or torchvision SSD weights (with --arch)", class_names=False
+        parser,
+        "a training checkpoint, torchvision SSD weights (with --arch), or a pretrained name (ssd weights list)",
+        class_names=False,
     )
     parser.add_argument("--datapath", required=True, help="the dataset's folder (COCO, VOC or YOLO layout)")
     parser.add_argument(
@@ -25,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "checkpoint validated on, else the validation split, else test; of a dataset without splits, all of it)",
     )
     add_dataset_arguments(parser)
-    parser.add_argument("--out", help="folder for the report (default: runs/eval/<weights>_<split>)")
+    parser.add_argument(
+        "--out", help="folder for the report (default: <weights>_eval_<split>/, beside the weights file)"
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="pictures per forward pass (default: 8)")
     parser.add_argument("--workers", type=int, default=2, help="processes reading pictures (default: 2)")
     add_device_argument(parser)
@@ -56,14 +61,15 @@ def run(args: argparse.Namespace) -> int:
     from ssd.evaluation.report import format_table, write_report
     from ssd.evaluation.split_choice import split_to_evaluate
     from ssd.models.checkpoint import load_model
+    from ssd.models.weights.resolve import weights_and_arch
 
     require_at_least("--batch-size", args.batch_size, 1)
     if args.workers < 0:
         raise UserError(f"--workers cannot be negative, got {args.workers}")
     device = choose_device(args.device)
+    given_weights = args.weights  # the report goes beside this file (see `beside_weights`)
+    args.weights, args.arch = weights_and_arch(args.weights, args.arch)  # a pretrained name: its cached file
 
-    if not Path(args.weights).is_file():
-        raise UserError(f"{args.weights}: no such weights file")
     choice = split_to_evaluate(args.datapath, args.split, args.weights)
     print(f"evaluating split '{choice.split}' of {args.datapath}: {choice.reason}")
     dataset = build_dataset(
@@ -89,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     result = evaluator(model)
     print(format_table(result))
 
-    default_out = Path("runs") / "eval" / f"{Path(args.weights).stem}_{choice.split}"
+    default_out = beside_weights(given_weights, f"{Path(given_weights).stem}_eval_{choice.split}")
     out_dir = Path(args.out) if args.out else default_out
     run = {"weights": str(args.weights), "datapath": str(args.datapath), "split": choice.split}
     run["arch"] = model.config.arch

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import argparse
 
-from ssd.cli.arguments import add_model_file_arguments, class_names_from
+from ssd.cli.arguments import add_model_file_arguments, beside_weights, class_names_from, output_file
 
 HELP = "export to ONNX or TorchScript (optionally with NMS in the graph); the file is checked against PyTorch"
+
+# The names of `ssd.deploy.formats.EXPORT_FORMATS`, written out because importing that table imports torch,
+# and `ssd export --help` must not wait for torch; tests/test_cli_manners.py checks the two agree.
+FORMATS = ("onnx", "torchscript")
+DEFAULT_FORMAT = "onnx"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_file_arguments(
         parser, "a checkpoint of ours or a torchvision SSD file (with --arch)", class_names=True
     )
-    # The choices come from the table of export formats (imported here: see `ssd.cli.main` on start-up).
-    from ssd.deploy.formats import DEFAULT_FORMAT, EXPORT_FORMATS
-
-    parser.add_argument("--format", choices=tuple(EXPORT_FORMATS), default=DEFAULT_FORMAT)
+    parser.add_argument("--format", choices=FORMATS, default=DEFAULT_FORMAT)
     parser.add_argument(
         "--with-postprocess",
         action="store_true",
@@ -26,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out",
         default=None,
-        help="output file (default: the weights' name with the format's ending, in the current folder)",
+        help="output file, or a folder for the default name (default: beside the weights file, its name "
+        "with the format's ending)",
     )
     parser.add_argument(
         "--check-pictures",
@@ -45,16 +48,11 @@ def run(args: argparse.Namespace) -> int:
     from ssd.deploy.formats import EXPORT_FORMATS
     from ssd.models.checkpoint import load_model
 
-    weights = Path(args.weights)
     class_names = class_names_from(args.class_names)
-    model = load_model(weights, arch=args.arch, num_classes=args.num_classes, class_names=class_names)
+    model = load_model(args.weights, arch=args.arch, num_classes=args.num_classes, class_names=class_names)
     export_format = EXPORT_FORMATS[args.format]
-    suffix = export_format.suffix
-    out = (
-        Path(args.out)
-        if args.out
-        else Path(weights.stem + ("_post" if args.with_postprocess else "") + suffix)
-    )
+    name = Path(args.weights).stem + ("_post" if args.with_postprocess else "") + export_format.suffix
+    out = output_file(args.out, name) if args.out else beside_weights(args.weights, name)
     pictures = [read_picture(Path(p)) for p in args.check_pictures] if args.check_pictures else None
     report = export_model(
         model,

@@ -113,7 +113,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _flag(
         tune,
         "--weights",
-        help="start from our checkpoint, a torchvision SSD checkpoint or an ImageNet backbone file",
+        help="start from our checkpoint, a torchvision SSD checkpoint, an ImageNet backbone file, or a "
+        "pretrained name, downloaded once (ssd weights list)",
     )
     _flag(tune, "--freeze-backbone", int, "epochs during which the backbone does not learn (default: 0)")
     _flag(tune, "--resume", help="continue a run from its checkpoint (runs/<name>/last.pt or the run folder)")
@@ -130,6 +131,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _flag(machine, "--workers", int, "data-loading processes (default: 0 on a CPU, up to 8 on a GPU)")
     _flag(machine, "--seed", int, "random seed (default: 0)")
     _flag(machine, "--eval-every", int, "evaluate every N epochs (and after the last; default: 1)")
+    _flag(
+        machine,
+        "--patience",
+        int,
+        "stop when validation mAP has not improved for N evaluations; best.pt stays (default: 0, never)",
+    )
     _flag(machine, "--eval-batch-size", int, "pictures per evaluation forward pass (default: 8)")
     _flag(machine, "--max-bad-steps", int, "non-finite losses in a row before stopping (default: 5)")
     _flag(
@@ -142,6 +149,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _flag(machine, "--project", help="folder of runs (default: runs)")
     _flag(machine, "--name", help="run name: outputs go to <project>/<name>/ (default: <arch>_<dataset>)")
     _flag(machine, "--save", help="also write the final checkpoint here")
+    _flag(machine, "--save-period", int, "also keep <run>/epoch_NNN.pt every N epochs (default: none)")
     _flag(machine, "--config", help="YAML file of options (keys as the flags); flags typed here win")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

@@ -18,3 +18,6 @@ class ExportFormat:
     write: Callable[..., None]
     predictor: Callable[[Path, int | None], ExportedPredictor]  # (path, threads) -> a predictor for the file
     claims: Callable[[Path], bool]  # whether a file is one of this format's
+    # () -> None, raising a one-line error when an optional package it needs is missing: checked before
+    # anything is built or written, so a missing package never leaves a half-made file behind
+    require_packages: Callable[[], None] = lambda: None

@@ -16,7 +16,7 @@ from ssd.deploy.formats.base import ExportFormat
 from ssd.deploy.graphs import GRAPH_OUTPUTS, DetectionGraph, NetworkGraph
 from ssd.deploy.predictor import METADATA_KEY, ExportedPredictor
 from ssd.deploy.threads import default_threads, torch_threads
-from ssd.errors import UserError
+from ssd.errors import UserError, require_extra
 from ssd.models.postprocess import Detections
 
 # onnxruntime 1.16+ runs opset 17 fully on the CPU; NonMaxSuppression needs 11, nothing here needs more.
@@ -26,10 +26,7 @@ ONNX_OPSET = 17
 def write_onnx(
     model: nn.Module, path: Path, example: Tensor, with_postprocess: bool, dynamic_batch: bool, metadata: str
 ) -> None:
-    try:
-        import onnx
-    except ImportError as error:
-        raise UserError("exporting to ONNX needs the onnx package: pip install onnx onnxruntime") from error
+    onnx = require_extra("onnx", "onnx", "exporting to ONNX")
 
     graph = (DetectionGraph(model) if with_postprocess else NetworkGraph(model)).eval()
     outputs = list(GRAPH_OUTPUTS) if with_postprocess else ["cls_logits", "bbox_regression"]
@@ -63,10 +60,7 @@ class OnnxPredictor(ExportedPredictor):
     backend = "onnx"
 
     def __init__(self, path: str | Path, threads: int | None = None):
-        try:
-            import onnxruntime
-        except ImportError as error:
-            raise UserError("running an ONNX model needs onnxruntime: pip install onnxruntime") from error
+        onnxruntime = require_extra("onnxruntime", "onnx", "running an ONNX model")
         path = Path(path)
         if not path.is_file():
             raise UserError(f"{path}: no such ONNX file")
@@ -110,6 +104,12 @@ def is_onnx_file(path: Path) -> bool:
     return path.suffix.lower() == ".onnx"
 
 
+def require_onnx_packages() -> None:
+    """Writing a file needs onnx, and its check (every export is checked) needs onnxruntime."""
+    require_extra("onnx", "onnx", "exporting to ONNX")
+    require_extra("onnxruntime", "onnx", "checking an ONNX export")
+
+
 ONNX = ExportFormat(
     name="onnx",
     suffix=".onnx",
@@ -117,4 +117,5 @@ ONNX = ExportFormat(
     write=write_onnx,
     predictor=OnnxPredictor,
     claims=is_onnx_file,
+    require_packages=require_onnx_packages,
 )

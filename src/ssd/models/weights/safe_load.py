@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -9,13 +12,53 @@ import torch
 
 from ssd.errors import UserError
 
+# The first byte of a pickle of protocol 2 or later: torch's legacy (non-zip) files start with one.
+_PICKLE_START = 0x80
+
 
 def load_pt_file(path: str | Path, what: str = "weights file") -> Any:
     """The content of a PyTorch file, on the CPU; a one-line error for a missing, corrupt or unsafe file."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a {what}")
     if not path.is_file():
         raise UserError(f"{path}: no such {what}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # A plain pickle (not torch.save's) makes torch warn about its protocol before it fails or
+            # loads: noise beside the one line a bad file gets.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for corrupt, truncated or code-carrying files
-        raise UserError(f"{path}: not a readable {what} ({type(error).__name__}: {error})") from error
+        # torch's own words (an unpickler's KeyError, a C++ assertion) mean nothing to a user: say what
+        # the file is instead, from its bytes.
+        raise UserError(f"{path}: not a readable {what}: {_what_it_is(path, error)}") from None
+
+
+def _what_it_is(path: Path, error: Exception) -> str:
+    """What a file that torch cannot read is: empty, another kind of file, damaged, or refused as unsafe."""
+    try:
+        with path.open("rb") as stream:
+            start = stream.read(2)
+    except OSError as os_error:
+        return f"it cannot be read ({os_error.strerror or type(os_error).__name__})"
+    if not start:
+        return "the file is empty"
+    if start == b"PK" and not zipfile.is_zipfile(path):
+        # torch.save writes zip archives; one without its directory at the end was cut short.
+        return "damaged or truncated"
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return "damaged or truncated"
+        if not any(name.endswith("/data.pkl") for name in names):
+            return "a zip archive of other files, not one PyTorch wrote"
+    elif start[0] != _PICKLE_START:
+        return "not a file PyTorch wrote"
+    # A PyTorch file: either it holds Python objects, which weights_only loading refuses by design, or its
+    # bytes are damaged (truncated by an interrupted copy, say).
+    if isinstance(error, pickle.UnpicklingError) and "weights_only" in str(error).lower():
+        return "it holds Python objects besides tensors and plain values, refused since loading them could run code"
+    return "a PyTorch file, damaged or truncated"

@@ -32,7 +32,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
                 content = content[key]
                 break
     if not isinstance(content, Mapping) or not all(isinstance(v, Tensor) for v in content.values()):
-        raise UserError(f"{path}: holds no state dict (a mapping of names to tensors)")
+        raise UserError(f"{path}: a PyTorch file, but not a weights file (it holds no tensors by name)")
     return {str(k).removeprefix("module."): v for k, v in content.items()}
 
 

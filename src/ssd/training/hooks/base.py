@@ -31,6 +31,9 @@ class Hook:
     def before_epoch(self, trainer: Trainer, epoch: int) -> None:
         """`epoch` counts from 0."""
 
+    def before_step(self, trainer: Trainer, images: Any, targets: list[dict[str, Any]]) -> None:
+        """Before each step, with its batch as the loader gave it (augmented; on the CPU)."""
+
     def after_step(self, trainer: Trainer, meter: EpochMeter) -> None:
         """After each optimizer step that was taken; `meter` holds the epoch so far on this process."""
 

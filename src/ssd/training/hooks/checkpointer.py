@@ -1,4 +1,5 @@
-"""Checkpoints of a run: `last.pt` after every epoch, `best.pt` when validation mAP improves, `--save` at the end.
+"""Checkpoints of a run: `last.pt` after every epoch, `best.pt` when validation mAP improves, `epoch_NNN.pt`
+every `--save-period` epochs, `--save` at the end.
 
 Only rank 0 writes. A checkpoint holds everything an exact resume needs (see `training_checkpoint`).
 """
@@ -26,10 +27,19 @@ class Checkpointer(Hook):
         save_checkpoint(run_dir / LAST, checkpoint)
         if trainer.improved:
             save_checkpoint(run_dir / BEST, checkpoint)
+        period = trainer.options.save_period
+        if period and row["epoch"] % period == 0:
+            save_checkpoint(run_dir / periodic_checkpoint_name(row["epoch"]), checkpoint)
 
     def after_run(self, trainer: Trainer, result: TrainResult) -> None:
         if result.final_checkpoint is not None:
-            save_checkpoint(result.final_checkpoint, training_checkpoint(trainer, trainer.options.epochs))
+            # The epochs done, fewer than --epochs when the run stopped early.
+            done = trainer.history[-1]["epoch"] if trainer.history else trainer.options.epochs
+            save_checkpoint(result.final_checkpoint, training_checkpoint(trainer, done))
+
+
+def periodic_checkpoint_name(epoch: int) -> str:
+    return f"epoch_{epoch:03d}.pt"
 
 
 def training_checkpoint(trainer: Trainer, epochs_done: int) -> dict[str, Any]:
@@ -49,6 +59,7 @@ def training_checkpoint(trainer: Trainer, epochs_done: int) -> dict[str, Any]:
         rng=rng_state(),
         metrics=trainer.history,
         best_map=trainer.best_map,
+        stopped_early=trainer.stop_reason,  # a resume then has nothing to do, unless --patience changes
         options=trainer.options.to_dict(),
         data=parts.data.split_record(trainer.options),
         command=trainer.command,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ssd.training.hooks.base import Hook
@@ -58,16 +59,46 @@ class ConsoleReport(Hook):
                 f"  validation ('{val_split}'): mAP {last['mAP']:.3f}, mAP@0.5 {last['mAP50']:.3f} "
                 f"(best mAP {result.best_map:.3f})"
             )
-        say(f"  run folder: {result.run_dir}/ (metrics.csv, loss.png, lr.png, map.png, pictures/)")
+        say(f"  run folder: {result.run_dir}/ ({', '.join(run_folder_files(result.run_dir))})")
         say(
             f"  checkpoints: {result.last_checkpoint}"
             + (f", {result.best_checkpoint} (best mAP)" if result.best_checkpoint else "")
         )
+        periodic = sorted(result.run_dir.glob("epoch_*.pt"))
+        if periodic:
+            say(f"  every {trainer.options.save_period} epochs: {', '.join(p.name for p in periodic)}")
         if result.final_checkpoint is not None:
             say(f"  final checkpoint: {result.final_checkpoint}")
         weights = result.final_checkpoint or result.best_checkpoint or result.last_checkpoint
         # The checkpoint records the split it validated on, and `ssd eval` takes it without being told.
         say(f"  next: ssd eval --weights {weights} --datapath {trainer.options.datapath}")
+
+
+# What a person looks at first, in this order; checkpoints have a line of their own.
+RUN_FOLDER_FILES = (
+    "args.yaml",
+    "results.csv",
+    "results.png",
+    "labels.png",
+    "train_batch0.jpg",
+    "confusion_matrix.png",
+    "PR_curve.png",
+    "F1_curve.png",
+    "pictures",
+)
+
+
+def run_folder_files(run_dir: Path) -> list[str]:
+    """The files of RUN_FOLDER_FILES this run wrote (no validation: no plots of it), with train_batch0..2."""
+    names = []
+    for name in RUN_FOLDER_FILES:
+        if (run_dir / name).exists():
+            names.append(
+                "train_batch0..2.jpg"
+                if name == "train_batch0.jpg"
+                else name + ("/" if name == "pictures" else "")
+            )
+    return names
 
 
 def epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:

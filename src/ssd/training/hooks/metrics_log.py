@@ -1,4 +1,5 @@
-"""The record of how a run learned: `metrics.csv` and PNG plots (TensorBoard events: `tensorboard.py`).
+"""The record of how a run learned: `results.csv` and its dashboard `results.png` (TensorBoard events:
+`tensorboard.py`).
 
 One row per epoch. The CSV is rewritten whole from the history every epoch, so a resumed run's file holds
 exactly the epochs its checkpoint knows of, never a duplicate from the epoch that was interrupted.
@@ -7,16 +8,18 @@ exactly the epochs its checkpoint knows of, never a duplicate from the epoch tha
 from __future__ import annotations
 
 import csv
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ssd.training.hooks.base import Hook
+from ssd.training.plots.dashboard import plot_results
 
 if TYPE_CHECKING:
     from ssd.training.trainer import Trainer
 
+RESULTS_CSV = "results.csv"
+RESULTS_PNG = "results.png"
 COLUMNS = (
     "epoch",
     "step",
@@ -41,10 +44,10 @@ class MetricsLog(Hook):
 
     def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
-        self.csv_path = self.run_dir / "metrics.csv"
+        self.csv_path = self.run_dir / RESULTS_CSV
 
     def write(self, history: Sequence[Mapping[str, Any]]) -> None:
-        """Rewrite metrics.csv and the plots from the whole history."""
+        """Rewrite results.csv and results.png from the whole history."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         temporary = self.csv_path.with_suffix(".csv.tmp")
         with open(temporary, "w", newline="") as stream:
@@ -53,7 +56,7 @@ class MetricsLog(Hook):
             for row in history:
                 writer.writerow({k: _csv_value(row.get(k)) for k in COLUMNS})
         temporary.replace(self.csv_path)
-        write_plots(history, self.run_dir)
+        plot_results(history, self.run_dir / RESULTS_PNG)
 
     def after_epoch(self, trainer: Trainer, row: dict[str, Any]) -> None:
         self.write(trainer.history)
@@ -65,42 +68,3 @@ def _csv_value(value: Any) -> Any:
     if isinstance(value, float):
         return f"{value:.6g}"
     return value
-
-
-def write_plots(history: Sequence[Mapping[str, Any]], run_dir: str | Path) -> list[Path]:
-    """loss.png (total, localisation, classification), lr.png and map.png, one point per epoch."""
-    if not history:
-        return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    run_dir = Path(run_dir)
-    epochs = [row["epoch"] for row in history]
-    figures = {
-        "loss.png": ("loss per epoch (training mean)", ["loss", "loc_loss", "conf_loss"], False),
-        "lr.png": ("learning rate at the end of each epoch", ["lr"], False),
-        "map.png": ("validation mAP", ["mAP", "mAP50", "VOC_mAP50"], True),
-    }
-    written = []
-    for file_name, (title, keys, bounded) in figures.items():
-        figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
-        for key in keys:
-            points = [(e, row.get(key)) for e, row in zip(epochs, history, strict=True)]
-            points = [(e, v) for e, v in points if isinstance(v, (int, float)) and math.isfinite(v)]
-            if points:
-                axes.plot(*zip(*points, strict=True), marker="o", markersize=3, label=key)
-        axes.set_xlabel("epoch")
-        axes.set_title(title)
-        axes.grid(alpha=0.3)
-        if bounded:
-            axes.set_ylim(0, 1)
-        if axes.lines:
-            axes.legend()
-        figure.tight_layout()
-        path = run_dir / file_name
-        figure.savefig(path)
-        plt.close(figure)
-        written.append(path)
-    return written

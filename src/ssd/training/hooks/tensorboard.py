@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ssd.errors import UserError
+from ssd.errors import MissingExtraError, UserError, require_extra
 from ssd.training.hooks.base import Hook
 from ssd.training.hooks.metrics_log import COLUMNS
 
@@ -40,9 +40,12 @@ def _tensorboard_writer(folder: Path, wanted: bool | None):
     if wanted is False:
         return None
     try:
+        require_extra("tensorboard", "tensorboard", "--tensorboard")
         from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        if wanted:
-            raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
-        return None
+    except (MissingExtraError, ImportError) as error:
+        if not wanted:
+            return None  # the logs were not asked for: a run without them is fine
+        if isinstance(error, MissingExtraError):
+            raise
+        raise UserError(f"--tensorboard: torch's TensorBoard writer does not import ({error})") from None
     return SummaryWriter(log_dir=str(folder))

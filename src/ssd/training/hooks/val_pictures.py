@@ -8,18 +8,20 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
-from ssd.evaluation.drawing import draw_detections
+from ssd.evaluation.drawing import draw_detections, draw_ground_truth, tensor_picture, with_legend
+from ssd.evaluation.mosaic import fit_into, mosaic
 from ssd.training.hooks.base import Hook
 
 if TYPE_CHECKING:
     from ssd.training.trainer import Trainer
 
+SCORE_THRESHOLD = 0.3  # the predictions drawn; lower ones would bury the picture
+
 
 class ValidationPictures(Hook):
-    """After each evaluation, the first `count` validation pictures with their predictions, one row of tiles
-    in `pictures/epoch_NNN.jpg`."""
+    """After each evaluation, the first `count` validation pictures with their ground truth and
+    predictions, one row of tiles in `pictures/epoch_NNN.jpg`."""
 
     def __init__(self, count: int) -> None:
         self.count = count
@@ -46,32 +48,30 @@ def draw_predictions(
     targets: Sequence[dict],
     class_names: Sequence[str],
     path: str | Path,
-    score_threshold: float = 0.3,
+    score_threshold: float = SCORE_THRESHOLD,
     tile: int = 320,
 ) -> Path:
-    """One row of tiles: each picture with its ground truth in white and its detections (score >=
-    `score_threshold`) in their class's colour, labelled with name and score."""
-    tiles = []
+    """One row of tiles: each picture with its ground truth (dashed) and its predictions with score >=
+    `score_threshold` (solid, captioned), and a legend below."""
+    tiles, titles = [], []
     for image, detection, target in zip(images, detections, targets, strict=True):
-        picture = Image.fromarray(image.permute(1, 2, 0).cpu().numpy().astype(np.uint8))
-        scale = tile / max(picture.size)
-        picture = picture.resize(
-            (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
-        )
-        draw = ImageDraw.Draw(picture)
-        for box in np.asarray(target["boxes"], dtype=np.float64).reshape(-1, 4):
-            draw.rectangle(list(box * scale), outline=(255, 255, 255), width=1)
-        shown = np.asarray(detection["scores"], dtype=np.float64) >= score_threshold
+        picture, scale = fit_into(tensor_picture(image), tile)
+        gt_boxes = np.asarray(target["boxes"], dtype=np.float64).reshape(-1, 4) * scale
+        picture = draw_ground_truth(picture, gt_boxes, np.asarray(target["labels"]).reshape(-1))
+        scores = np.asarray(detection["scores"], dtype=np.float64).reshape(-1)
+        shown = scores >= score_threshold
         boxes = np.asarray(detection["boxes"], dtype=np.float64).reshape(-1, 4)[shown] * scale
         labels = np.asarray(detection["labels"]).reshape(-1)[shown]
-        scores = np.asarray(detection["scores"], dtype=np.float64).reshape(-1)[shown]
-        canvas = Image.new("RGB", (tile, tile), (32, 32, 32))
-        canvas.paste(draw_detections(picture, boxes, labels, scores, class_names), (0, 0))
-        tiles.append(canvas)
-    grid = Image.new("RGB", (tile * max(1, len(tiles)), tile), (0, 0, 0))
-    for index, canvas in enumerate(tiles):
-        grid.paste(canvas, (index * tile, 0))
+        tiles.append(draw_detections(picture, boxes, labels, scores[shown], class_names))
+        name = Path(str(target.get("file_name") or target.get("image_id", ""))).name
+        titles.append(f"{name}: {_count(len(gt_boxes), 'object')}, {_count(int(shown.sum()), 'prediction')}")
+    grid = mosaic(tiles, columns=len(tiles), titles=titles)
+    grid = with_legend(grid, class_names, score_threshold=score_threshold)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     grid.save(path, quality=90)
     return path
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")

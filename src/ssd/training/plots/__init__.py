@@ -1,0 +1,1 @@
+"""The plots of a run folder that come from training itself: `results.png` and `labels.png`."""
