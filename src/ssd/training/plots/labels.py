@@ -44,6 +44,10 @@ def box_table(targets: Sequence[dict]) -> np.ndarray:
     return np.concatenate(rows) if rows else np.zeros((0, 5))
 
 
+# Past this many classes, the scatter plots carry no legend and the bars no counts: they would not fit.
+MAX_LEGEND_CLASSES = 12
+
+
 def plot_labels(
     targets: Sequence[dict], class_names: Sequence[str], path: str | Path, split: str = "train"
 ) -> Path:
@@ -62,10 +66,16 @@ def plot_labels(
     colours = [class_colour_float(k) for k in range(1, len(names) + 1)]
     positions = np.arange(len(names))
     bars.bar(positions, counts, color=colours, edgecolor="black", linewidth=0.5)
-    for x, count in zip(positions, counts, strict=True):
-        bars.text(x, count, f"{count}", ha="center", va="bottom", fontsize=8)
+    many = len(names) > MAX_LEGEND_CLASSES
+    if not many:  # counts written on the bars while they fit
+        for x, count in zip(positions, counts, strict=True):
+            bars.text(x, count, f"{count}", ha="center", va="bottom", fontsize=8)
     bars.set_xticks(
-        positions, names, rotation=45 if len(names) > 6 else 0, ha="right" if len(names) > 6 else "center"
+        positions,
+        names,
+        rotation=90 if many else 45 if len(names) > 6 else 0,
+        ha="center" if many or len(names) <= 6 else "right",
+        fontsize=max(4, 9 - len(names) // 20) if many else None,
     )
     bars.set(ylabel="boxes", title="boxes per class")
     bars.set_ylim(0, max(1, counts.max(initial=0)) * 1.12)
@@ -95,7 +105,19 @@ def plot_labels(
     handles = [plt.Line2D([], [], marker="s", linestyle="", color=c, markersize=8) for c in colours]
     for panel in (centres, sizes):
         panel.grid(alpha=0.3)
-        panel.legend(handles, names, fontsize=7, loc="upper right", markerscale=0.8, framealpha=0.8)
+        if many:  # a legend of dozens of classes would hide the points: the bars name the colours
+            panel.text(
+                0.99,
+                0.99,
+                "colours: the classes' bars",
+                transform=panel.transAxes,
+                ha="right",
+                va="top",
+                fontsize=8,
+                color="dimgrey",
+            )
+        else:
+            panel.legend(handles, names, fontsize=7, loc="upper right", markerscale=0.8, framealpha=0.8)
     histogram.legend(fontsize=8)
     histogram.grid(alpha=0.3)
     figure.tight_layout()
