@@ -11,6 +11,7 @@ import argparse
 import importlib
 import importlib.util
 import sys
+import warnings
 
 from ssd.errors import UserError, did_you_mean
 from ssd.version import __version__
@@ -107,7 +108,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_our_warnings_plainly() -> None:
+    """Our warnings (a dataset's problems, say) are written for the user: print them as `warning: ...`
+    without Python's file, line number and source line. Other libraries' warnings keep Python's form."""
+    shown_by_python = warnings.showwarning
+    if getattr(shown_by_python, "plain_for_ssd", False):  # installed already (main called again)
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if category.__module__.startswith("ssd."):
+            print(f"warning: {message}", file=file or sys.stderr)
+        else:
+            shown_by_python(message, category, filename, lineno, file, line)
+
+    show.plain_for_ssd = True
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
+    _show_our_warnings_plainly()
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "_module", None) is None:
