@@ -328,3 +328,17 @@ def test_weights_that_do_not_fit_their_own_checkpoint_are_one_line(tmp_path, che
     torch.save(content, tmp_path / "edited.pt")
     with pytest.raises(UserError, match=r"edited.pt: its weights do not fit the mobilenetv3_small_ssd model"):
         load_model(tmp_path / "edited.pt")
+
+
+def test_outputs_of_weights_in_a_read_only_folder_go_to_the_current_folder(tmp_path, checkpoint):
+    from ssd.cli.arguments import beside_weights
+
+    shared = tmp_path / "shared_models"
+    shared.mkdir()
+    weights = shared / "best.pt"
+    weights.write_bytes(checkpoint.read_bytes())
+    shared.chmod(0o555)  # as a shared models folder is: even root's outputs stay out of it
+    try:
+        assert beside_weights(weights, "best.onnx") == Path("best.onnx")
+    finally:
+        shared.chmod(0o755)

@@ -4,6 +4,7 @@ the checks of numeric options (one line naming the option and the value)."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ssd.errors import UserError
@@ -32,9 +33,18 @@ def beside_weights(weights: str | Path, name: str) -> Path:
     """Where an output made from a weights file goes by default: `name` in the weights file's folder, so a
     run's exports and reports stay with its checkpoint whatever folder the command is typed in. A
     pretrained name (`ssd weights list`) is no file of the user's (it is downloaded into torch's cache), so
-    its outputs go to the current folder."""
+    its outputs go to the current folder, as do those of a file in a folder the user cannot write to (a
+    shared or read-only models folder)."""
     path = Path(weights)
-    return path.with_name(name) if path.is_file() else Path(name)
+    if path.is_file() and _writable(path.parent):
+        return path.with_name(name)
+    return Path(name)
+
+
+def _writable(folder: Path) -> bool:
+    # The mode bits as well as `os.access`: root may write anywhere, but a folder without any write bit
+    # was made read-only on purpose (shared models), and root's outputs do not belong there either.
+    return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
 
 
 def output_file(out: str | Path, default_name: str) -> Path:
