@@ -123,6 +123,12 @@ def test_score_classes_and_max_det_filter(client):
             400,
             "classes: unknown class 'zebra'; known: cat",
         ),
+        ({"content": b"x", "params": {"scor": "0.1"}}, 400, "unknown parameter 'scor'; did you mean score?"),
+        (
+            {"files": {"image": b"x"}, "data": {"maxdet": "3"}},
+            400,
+            "unknown parameter 'maxdet'; did you mean max_det?",
+        ),
         (
             {"content": b"--b\r\nbroken", "headers": {"content-type": "multipart/form-data"}},
             400,

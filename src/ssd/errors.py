@@ -42,6 +42,8 @@ EXTRAS = {
     "video": "opencv-python-headless",
     "tensorboard": "tensorboard",
     "fast-eval": "faster-coco-eval",
+    "serve": "fastapi 'uvicorn[standard]' python-multipart prometheus_client",
+    "ray": "'ray[serve]' fastapi 'uvicorn[standard]' python-multipart prometheus_client",
 }
 
 

@@ -15,8 +15,8 @@ import torch
 from ssd.deploy.fold import prepare_for_inference
 from ssd.deploy.formats import is_exported_model, load_predictor
 from ssd.deploy.threads import set_inference_threads
-from ssd.errors import UserError
 from ssd.models.checkpoint import load_model
+from ssd.models.weights.resolve import weights_and_arch
 
 
 def load_detector(
@@ -27,12 +27,9 @@ def load_detector(
     threads: int | None = None,
     device: torch.device | str = "cpu",
 ):
-    """Anything with `predict(images)`, `class_names` and `num_classes` for a weights or exported file."""
-    weights = Path(weights)
-    if weights.is_dir():
-        raise UserError(f"{weights}: is a folder, not a weights file")
-    if not weights.is_file():
-        raise UserError(f"{weights}: no such weights file")
+    """Anything with `predict(images)`, `class_names` and `num_classes` for a weights or exported file, or
+    a pretrained name (`ssd weights list`), downloaded the first time."""
+    weights, arch = weights_and_arch(weights, arch)
     set_inference_threads(threads)
     if is_exported_model(weights):
         detector = load_predictor(weights, threads)

@@ -150,11 +150,11 @@ def create_app(settings: ServeSettings, detector=None) -> FastAPI:
 
     @app.post("/v1/detect")
     async def detect(request: Request) -> dict[str, Any]:
-        started = time.perf_counter()
         detector = state.require_ready()
         asked = await read_detect_request(
             request, settings.max_upload_bytes, detector.class_names, detector.num_classes
         )
+        started = time.perf_counter()  # `time_ms` is the server's own time, not the client's upload
         picture = await run_in_threadpool(decode_picture, asked.picture_bytes, settings.max_pixels)
         detections = await state.batcher.detect(picture)
         kept = select_detections(detections, asked.score, asked.labels, asked.max_detections)

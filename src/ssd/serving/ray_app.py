@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 
-from ssd.errors import UserError
+from ssd.errors import UserError, require_extra
 from ssd.serving.app import ServerState, create_app
 from ssd.serving.settings import ServeSettings
 
@@ -38,11 +38,8 @@ def detection_deployment(settings: ServeSettings, replicas: int):
 
 
 def serve_with_ray(settings: ServeSettings, host: str, port: int, replicas: int) -> int:
-    try:
-        import ray
-        from ray import serve
-    except ImportError:
-        raise UserError("ssd serve --ray needs Ray Serve: pip install 'ssd[ray]'") from None
+    ray = require_extra("ray", "ray", "ssd serve --ray")
+    serve = require_extra("ray.serve", "ray", "ssd serve --ray")
     # A local Ray instance, or the cluster RAY_ADDRESS names. Ray's own processes talk over the node's
     # address (Ray refuses loopback for them); the HTTP proxy listens on --host.
     ray.init(include_dashboard=False, log_to_driver=False)

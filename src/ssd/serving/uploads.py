@@ -20,11 +20,12 @@ from torch import Tensor
 
 from ssd.data.pictures import PictureTooLarge, UnreadablePicture, read_picture
 from ssd.deploy.selection import resolve_classes
-from ssd.errors import UserError
+from ssd.errors import UserError, did_you_mean
 
 PICTURE_FIELD = "image"
 DEFAULT_SCORE = 0.3  # as `ssd detect`
 DEFAULT_MAX_DETECTIONS = 100
+PARAMETERS = ("score", "classes", "max_det")  # as query parameters or form fields (a form field wins)
 
 
 class RequestError(Exception):
@@ -54,6 +55,13 @@ async def read_detect_request(
         settings.update(form_settings)
     else:  # any other type is the picture itself (curl --data-binary sends it as form-urlencoded)
         picture = body
+    unknown = sorted(set(settings) - set(PARAMETERS))
+    if unknown:
+        raise RequestError(
+            400,
+            f"unknown parameter {unknown[0]!r}{did_you_mean(unknown[0], PARAMETERS)} "
+            f"(parameters: {', '.join(PARAMETERS)})",
+        )
     if not picture:
         raise RequestError(
             400, f"empty upload: send a picture as the multipart field '{PICTURE_FIELD}' or as the body"

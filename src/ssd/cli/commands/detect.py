@@ -55,7 +55,6 @@ def run(args: argparse.Namespace) -> int:
     from ssd.deploy.loading import load_detector
     from ssd.device import choose_device
     from ssd.errors import UserError
-    from ssd.models.weights.resolve import weights_and_arch
 
     require_at_least("--batch-size", args.batch_size, 1)
     require_at_least("--max-det", args.max_det, 1)
@@ -66,7 +65,6 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.score <= 1.0:
         raise UserError(f"--score must be between 0 and 1, got {args.score}")
     class_names = class_names_from(args.class_names)
-    args.weights, args.arch = weights_and_arch(args.weights, args.arch)  # a pretrained name: its cached file
     detector = load_detector(
         args.weights,
         arch=args.arch,

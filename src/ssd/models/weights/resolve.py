@@ -24,7 +24,9 @@ def resolve_weights(
     if path.is_file():
         return path
     if path.is_dir():  # never a pretrained name either
-        raise UserError(f"{path}: is a folder, not a weights file")
+        inside = [path / name for name in ("best.pt", "last.pt") if (path / name).is_file()]
+        hint = f"; did you mean {inside[0]}?" if inside else ""  # a run folder
+        raise UserError(f"{path}: is a folder, not a weights file{hint}")
     entry = find_pretrained(text)
     if entry is None:
         raise UserError(unknown_weights_message(str(text)))
