@@ -62,6 +62,7 @@ def test_health_model_and_page(client):
     model = client.get("/v1/model").json()
     assert model["classes"] == CLASSES and model["input_size"] == [256, 256]
     assert model["backend"] == "pytorch" and model["precision"] == "fp32" and model["max_batch"] == 8
+    assert len(model["colours"]) == 3 and all(c.startswith("#") and len(c) == 7 for c in model["colours"])
     page = client.get("/")
     assert page.status_code == 200 and "/page/page.js" in page.text
     # Everything the page needs is served by the app itself: it must work offline.

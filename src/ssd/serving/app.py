@@ -35,6 +35,7 @@ from ssd.deploy.selection import select_detections
 from ssd.device import choose_device
 from ssd.errors import UserError
 from ssd.evaluation.drawing import class_name
+from ssd.evaluation.palette import class_colour
 from ssd.serving.batcher import MicroBatcher
 from ssd.serving.metrics import CONTENT_TYPE, ServerMetrics
 from ssd.serving.settings import ServeSettings
@@ -184,6 +185,8 @@ def create_app(settings: ServeSettings, detector=None) -> FastAPI:
         state.require_ready()
         return {
             **state.description,
+            # Label k's colour at index k - 1: the colours of the run folder's pictures and `ssd detect`'s.
+            "colours": [_hex(class_colour(k)) for k in range(1, state.detector.num_classes)],
             "max_batch": settings.max_batch,
             "max_wait_ms": settings.max_wait_ms,
             "max_upload_mb": settings.max_upload_mb,
@@ -219,6 +222,10 @@ def _route_of(request: Request) -> str:
         return "/page"
     route = request.scope.get("route")
     return getattr(route, "path", None) or "unmatched"
+
+
+def _hex(rgb: tuple[int, int, int]) -> str:
+    return "#" + "".join(f"{value:02x}" for value in rgb)
 
 
 def _as_json(detections, class_names) -> list[dict[str, Any]]:

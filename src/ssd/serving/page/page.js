@@ -13,9 +13,11 @@ const drop = document.getElementById("drop");
 let picture = null;
 let detections = [];
 
-// One colour per class, the same for a class on every picture: hues spread by the golden angle.
+let colours = [];  // the server's class colours (/v1/model), as in the run folder's pictures
+
+// One colour per class, the same for a class on every picture.
 function classColour(label) {
-  return `hsl(${(label * 137.508) % 360}, 85%, 45%)`;
+  return colours[label - 1] || `hsl(${(label * 137.508) % 360}, 85%, 45%)`;
 }
 
 function say(text, isError = false) {
@@ -100,6 +102,7 @@ slider.addEventListener("input", draw);
 fetch("/v1/model")
   .then((response) => response.json())
   .then((model) => {
+    colours = model.colours || [];
     document.getElementById("model").textContent = model.error
       ? model.error
       : `${model.arch} · ${model.file} · ${model.backend} ${model.precision} · ${model.classes ? model.classes.length : model.num_classes - 1} classes`;
