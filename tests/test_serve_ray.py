@@ -3,7 +3,7 @@ Ray is not installed: it is the optional extra [ray], not part of [dev])."""
 
 import pytest
 
-pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'ssd[ray]')")
+pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'ray[serve]')")
 
 from test_serve_process import Server, random_weights  # noqa: E402, F401 (random_weights is a fixture)
 
