@@ -175,3 +175,47 @@ def test_augmentation_defaults_to_the_architectures_recipe():
     assert resolve_options({"arch": "mobilenetv3_ssd", "datapath": "data", "augment": "ssd"}).augment == "ssd"
     with pytest.raises(UserError, match="unknown architecture"):
         resolve_options({"arch": "no_such_arch", "datapath": "data"})
+
+
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        ({"lr": float("nan")}, "--lr must be a finite number, got nan"),
+        ({"lr": float("inf")}, "--lr must be a finite number, got inf"),
+        ({"weight_decay": float("nan")}, "--weight-decay must be a finite number"),
+        ({"momentum": float("nan")}, "--momentum must be a finite number"),
+        ({"min_lr_ratio": float("nan")}, "--min-lr-ratio must be a finite number"),
+        ({"warmup_epochs": float("nan")}, "--warmup-epochs must be a finite number"),
+        ({"milestones": "a,b"}, "--milestones must be a finite number, got 'a'"),
+        ({"momentum": 1.5}, "--momentum must be at least 0 and below 1"),
+        ({"weight_decay": -1.0}, "--weight-decay cannot be negative"),
+        ({"min_lr_ratio": 2.0}, "--min-lr-ratio must be between 0 and 1"),
+    ],
+)
+def test_settings_that_could_only_poison_the_weights_are_refused_before_any_work(given, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(")):
+        resolve_options(given)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("epochs: ten\n", "epochs must be a whole number, got 'ten'"),
+        ("lr: [1, 2]\n", r"lr must be a finite number, got \[1, 2\]"),
+        ("ema: yes please\n", "ema must be true or false, got 'yes please'"),
+        ("batch_size: 2.5\n", "batch_size must be a whole number, got 2.5"),
+        ("lr: .nan\n", "lr must be a finite number, got nan"),
+        ("epochs:\n", "epochs needs a value"),
+    ],
+)
+def test_a_config_file_of_the_wrong_types_is_one_line_naming_the_file_and_option(tmp_path, text, message):
+    config = tmp_path / "run.yaml"
+    config.write_text(text)
+    with pytest.raises(UserError, match=f"run.yaml: {message}"):
+        resolve_options({}, config)
+
+
+def test_a_number_where_a_name_is_expected_is_read_as_text(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("name: 2017\n")
+    assert resolve_options({}, config).name == "2017"

@@ -8,6 +8,8 @@ resolved options, so `--resume` needs nothing but the checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,6 +142,17 @@ class TrainOptions:
             raise UserError(f"--workers cannot be negative, got {self.workers}")
         if self.lr == 0:
             raise UserError("--lr must be positive")
+        if self.weight_decay is not None and self.weight_decay < 0:
+            raise UserError(f"--weight-decay cannot be negative, got {self.weight_decay}")
+        if not 0 <= self.momentum < 1:
+            raise UserError(f"--momentum must be at least 0 and below 1, got {self.momentum}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise UserError(f"--min-lr-ratio must be between 0 and 1, got {self.min_lr_ratio}")
+        if not 0 < self.warmup_factor <= 1:
+            raise UserError(f"--warmup-factor must be above 0 and at most 1, got {self.warmup_factor}")
+        for name in ("gamma", "loc_weight", "neg_pos_ratio"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if not 0 < self.ema_decay < 1:
             raise UserError(f"--ema-decay must be between 0 and 1, got {self.ema_decay}")
         if self.lr_batch is not None and self.lr_batch < 1:
@@ -173,6 +186,7 @@ def _field_types() -> dict[str, Any]:
 
 def _checked(values: Mapping[str, Any], source: str) -> dict[str, Any]:
     known = _field_types()
+    types = typing.get_type_hints(TrainOptions)
     checked = {}
     for raw_key, value in values.items():
         key = str(raw_key).replace("-", "_")
@@ -180,10 +194,51 @@ def _checked(values: Mapping[str, Any], source: str) -> dict[str, Any]:
             raise UserError(
                 f"{source}: unknown option {raw_key!r}{did_you_mean(key, known)}; known: {', '.join(sorted(known))}"
             )
-        if key == "milestones" and value is not None:
-            value = tuple(float(v) for v in (value.split(",") if isinstance(value, str) else value))
-        checked[key] = value
+        checked[key] = _typed(key, value, types[key], source)
     return checked
+
+
+def _typed(key: str, value: Any, annotation: Any, source: str) -> Any:
+    """`value` as the option's type, or one line naming the option and the value: a YAML file can hold
+    anything, and a flag can say nan or inf, which would only poison the weights later."""
+    name = f"--{key.replace('_', '-')}" if source == "command line" else f"{source}: {key}"
+    arguments = typing.get_args(annotation)
+    optional = type(None) in arguments
+    kind = next((a for a in arguments if a is not type(None)), annotation) if optional else annotation
+    if value is None:
+        if optional:
+            return None
+        raise UserError(f"{name} needs a value")
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{name} must be true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{name} must be a whole number, got {value!r}")
+        return value
+    if kind is float:
+        return _finite(name, value)
+    if kind is str:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise UserError(f"{name} must be a text, got {value!r}")
+        return str(value)
+    if key == "milestones":
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not items:
+            raise UserError(f"{name} must be a list of numbers, got {value!r}")
+        return tuple(_finite(name, item) for item in items)
+    return value
+
+
+def _finite(name: str, value: Any) -> float:
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, (list, tuple, dict)) or not math.isfinite(number):
+        raise UserError(f"{name} must be a finite number, got {value!r}")
+    return number
 
 
 def read_yaml_options(path: str | Path) -> dict[str, Any]:
