@@ -52,3 +52,51 @@ def test_torchvision_file_needs_arch_and_reads_its_class_count():
         load_model(path)
     model = load_model(path, arch="mobilenetv3_ssd")
     assert model.num_classes == 4
+
+
+def _nan_model():
+    model = ssd.build_model("mobilenetv3_ssd", num_classes=3, input_size=256)
+    with torch.no_grad():
+        next(model.parameters())[0].fill_(float("nan"))
+    return model
+
+
+def test_weights_with_nan_are_never_written_and_the_previous_checkpoint_stays(tmp_path):
+    good = ssd.build_model("mobilenetv3_ssd", num_classes=3, input_size=256)
+    path = save_checkpoint(tmp_path / "last.pt", model_checkpoint(good, epoch=1))
+    with pytest.raises(
+        UserError, match=r"refused to write .*last.pt: the model weights hold NaN or infinity"
+    ):
+        save_checkpoint(path, model_checkpoint(_nan_model(), epoch=2))
+    assert read_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
+
+
+def test_every_reader_refuses_a_file_whose_weights_are_not_finite(tmp_path):
+    model = _nan_model()
+    ours = tmp_path / "nan.pt"
+    torch.save({"format": "ssd-checkpoint", **model_checkpoint(model)}, ours)  # as a buggy tool could
+    for read in (read_checkpoint, load_model):
+        with pytest.raises(UserError, match=r"nan.pt: its model weights hold NaN or infinity \("):
+            read(ours)
+
+
+def test_a_torchvision_file_with_a_nan_in_a_tensor_the_model_takes_is_refused(tmp_path):
+    state = torch.load(shared_path(FIXTURES / "ssdlite320_mobilenet_v3_large.pt"), weights_only=True)
+    weights = dict(state["state_dict"])  # the fixture also holds torchvision's recorded outputs
+    key = next(k for k in weights if k.startswith("backbone.") and weights[k].is_floating_point())
+    weights[key] = torch.full_like(weights[key], float("nan"))
+    torch.save(weights, tmp_path / "poisoned.pth")
+    with pytest.raises(UserError, match=r"poisoned.pth: its weights hold NaN or infinity \(backbone\."):
+        load_model(tmp_path / "poisoned.pth", arch="mobilenetv3_ssd")
+
+
+def test_checkpoints_get_the_users_umask_not_0600(tmp_path):
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "last.pt", {"epoch": 1})
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -32,7 +32,9 @@ def _decode(value, generator):
     if "values" in value:
         return torch.tensor(value["values"], dtype=dtype).reshape(value["__tensor__"])
     if dtype.is_floating_point:
-        return torch.randn(value["__tensor__"], generator=generator, dtype=dtype) * 0.05
+        # Positive, as BatchNorm's running variances and Adam's squared averages must be: with negative
+        # ones the resumed step would turn the weights into NaN (which are then refused, not written).
+        return torch.randn(value["__tensor__"], generator=generator, dtype=dtype).abs() * 0.05
     return torch.zeros(value["__tensor__"], dtype=dtype)
 
 

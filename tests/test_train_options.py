@@ -219,3 +219,9 @@ def test_a_number_where_a_name_is_expected_is_read_as_text(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("name: 2017\n")
     assert resolve_options({}, config).name == "2017"
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", "c:\\\\runs"])
+def test_a_run_name_stays_inside_the_project_folder(name):
+    with pytest.raises(UserError, match="--name must be a folder name inside --project"):
+        resolve_options({"name": name})

@@ -26,7 +26,7 @@ from ssd.errors import UserError
 from ssd.models.config import SSDConfig
 from ssd.models.registry import build_model, get_architecture
 from ssd.models.weights.resolve import pretrained_config_overrides, resolve_weights, weights_and_arch
-from ssd.models.weights.safe_load import load_pt_file
+from ssd.models.weights.safe_load import load_pt_file, non_finite_tensor, refuse_non_finite
 from ssd.models.weights.torchvision import load_mapped_weights, read_state_dict
 from ssd.ops.anchors import boxes_per_location
 from ssd.version import __version__
@@ -43,8 +43,19 @@ def save_checkpoint(path: str | Path, checkpoint: Mapping[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     content = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "ssd_version": __version__}
     content.update(checkpoint)
+    for part in ("model", "ema"):  # weights with a NaN would only ever detect nothing: never written
+        state = content.get(part)
+        name = non_finite_tensor(state) if isinstance(state, Mapping) else None
+        if name is not None:
+            kept = f"; {path} keeps its previous content" if path.exists() else ""
+            raise NonFiniteWeightsError(
+                f"refused to write {path}: the {part} weights hold NaN or infinity ({name}){kept}"
+            )
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file 0600; a checkpoint gets the mode of any file the user makes (their umask),
+        # so that a teammate can read it where the umask allows.
+        os.chmod(temporary, 0o666 & ~_umask())
         with os.fdopen(handle, "wb") as stream:
             torch.save(content, stream)
             stream.flush()
@@ -54,6 +65,16 @@ def save_checkpoint(path: str | Path, checkpoint: Mapping[str, Any]) -> Path:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+class NonFiniteWeightsError(UserError):
+    """Weights with NaN or infinity, refused before they are written."""
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def model_checkpoint(model: torch.nn.Module, **extra: Any) -> dict[str, Any]:
@@ -74,6 +95,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     content = load_pt_file(path, "checkpoint")
     if not is_ssd_checkpoint(content):
         raise UserError(f"{path}: not a checkpoint written by ssd")
+    _refuse_non_finite_weights(content, path)
     return content
 
 
@@ -82,12 +104,21 @@ def is_ssd_checkpoint(content: Any) -> bool:
 
 
 def _check_model_keys(content: Mapping[str, Any], path: Path) -> None:
-    """A file marked as ours but lacking a part names the part, rather than failing on it as a KeyError."""
+    """A file marked as ours but lacking a part names the part, rather than failing on it as a KeyError;
+    one whose weights are not finite is refused."""
     missing = [key for key in MODEL_KEYS if key not in content]
     if missing:
         raise UserError(
             f"{path}: an ssd checkpoint without its {', '.join(missing)} (damaged, or not written by ssd)"
         )
+    _refuse_non_finite_weights(content, path)
+
+
+def _refuse_non_finite_weights(content: Mapping[str, Any], path: Path) -> None:
+    """Weights with NaN or infinity detect nothing, silently: every reader refuses them in one line."""
+    for part in ("model", "ema"):
+        if isinstance(content.get(part), Mapping):
+            refuse_non_finite(content[part], path, f"{part} weights")
 
 
 def checkpoint_arch(path: str | Path) -> str | None:

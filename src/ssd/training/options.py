@@ -161,6 +161,13 @@ class TrainOptions:
             raise UserError(f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
         if self.max_pixels is not None and self.max_pixels < 1:
             raise UserError(f"--max-pixels must be at least 1, got {self.max_pixels}")
+        if self.name is not None and (
+            self.name in ("", ".", "..") or any(sep in self.name for sep in ("/", "\\"))
+        ):
+            # The run folder is --project/--name: a name with a path in it would write somewhere else.
+            raise UserError(
+                f"--name must be a folder name inside --project, without / or .., got {self.name!r}"
+            )
         if self.input_size is not None and self.input_size < 32:
             raise UserError(f"--input-size {self.input_size} is too small")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import warnings
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +63,19 @@ def _what_it_is(path: Path, error: Exception) -> str:
     if isinstance(error, pickle.UnpicklingError) and "weights_only" in str(error).lower():
         return "it holds Python objects besides tensors and plain values, refused since loading them could run code"
     return "a PyTorch file, damaged or truncated"
+
+
+def non_finite_tensor(state: Mapping[str, Any]) -> str | None:
+    """The name of the first floating-point tensor of a state dict holding NaN or infinity, else None.
+    Such weights only ever give NaN scores: no detection at all, without a word."""
+    for name, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+            return str(name)
+    return None
+
+
+def refuse_non_finite(state: Mapping[str, Any], path: str | Path, part: str = "weights") -> None:
+    """One line naming the file and the tensor, for a file whose weights are not all finite."""
+    name = non_finite_tensor(state)
+    if name is not None:
+        raise UserError(f"{path}: its {part} hold NaN or infinity ({name}); the file cannot be used")

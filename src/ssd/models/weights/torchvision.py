@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ssd.errors import UserError, WeightsMismatchError
 from ssd.models.weights.key_maps import key_maps_for
-from ssd.models.weights.safe_load import load_pt_file
+from ssd.models.weights.safe_load import load_pt_file, refuse_non_finite
 
 _CHECKPOINT_CONTAINER_KEYS = ("state_dict", "model", "model_state_dict")
 
@@ -117,6 +117,8 @@ def load_mapped_weights(
         raise WeightsMismatchError(
             _mismatch_message(model, path, missing, unexpected, wrong_shapes, imagenet_overrides)
         )
+    # Only the tensors the model takes: torchvision's VGG-16 features file has a NaN classifier it never uses.
+    refuse_non_finite(mapped, path)
     mapped = {k: v.to(own[k].dtype) for k, v in mapped.items()}
     model.load_state_dict(mapped, strict=False)
     notes.insert(
