@@ -90,9 +90,9 @@ def test_save_period_keeps_every_nth_epoch(tmp_path):
     ("given", "message"),
     [
         ({"patience": -1}, "--patience must be a whole number >= 0"),
-        ({"patience": 2.5}, "--patience must be a whole number >= 0"),
+        ({"patience": 2.5}, "--patience must be a whole number, got 2.5"),
         ({"save_period": 0}, "--save-period must be a whole number >= 1"),
-        ({"save_period": True}, "--save-period must be a whole number >= 1"),
+        ({"save_period": True}, "--save-period must be a whole number, got True"),
     ],
 )
 def test_bad_patience_and_save_period(given, message):
