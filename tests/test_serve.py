@@ -16,10 +16,10 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 import ssd  # noqa: E402
 from ssd.models.checkpoint import model_checkpoint, save_checkpoint  # noqa: E402
-from ssd.serving import app as app_module  # noqa: E402
-from ssd.serving.app import create_app  # noqa: E402
-from ssd.serving.batcher import MicroBatcher  # noqa: E402
-from ssd.serving.settings import ServeSettings  # noqa: E402
+from ssd.serve import app as app_module  # noqa: E402
+from ssd.serve.app import create_app  # noqa: E402
+from ssd.serve.batcher import MicroBatcher  # noqa: E402
+from ssd.serve.settings import ServeSettings  # noqa: E402
 
 CLASSES = ["cat", "dog", "bird"]
 

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         require_extra(module, "serve", "ssd serve")
     uvicorn = require_extra("uvicorn", "serve", "ssd serve")
 
-    from ssd.serving.settings import ServeSettings
+    from ssd.serve.settings import ServeSettings
 
     _check_port_is_free(args.host, args.port)
     threads = args.threads
@@ -96,11 +96,11 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
     )
     if args.ray:
-        from ssd.serving.ray_app import serve_with_ray
+        from ssd.serve.ray_app import serve_with_ray
 
         return serve_with_ray(settings, args.host, args.port, args.replicas)
 
-    from ssd.serving.app import ServerState, create_app
+    from ssd.serve.app import ServerState, create_app
 
     # Loaded here first, so that a bad file is one line and exit 2 before anything listens.
     state = ServerState(settings)
@@ -117,12 +117,12 @@ def run(args: argparse.Namespace) -> int:
             log_level="warning",
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         )
-    from ssd.serving.settings import SETTINGS_VARIABLE
+    from ssd.serve.settings import SETTINGS_VARIABLE
 
     os.environ[SETTINGS_VARIABLE] = settings.to_json()  # each worker process builds its own app from it
     return _until_stopped(
         uvicorn.run,
-        "ssd.serving.app:app_from_environment",
+        "ssd.serve.app:app_from_environment",
         factory=True,
         host=args.host,
         port=args.port,

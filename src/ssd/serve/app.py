@@ -36,10 +36,10 @@ from ssd.device import choose_device
 from ssd.errors import UserError
 from ssd.evaluation.drawing import class_name
 from ssd.evaluation.palette import class_colour
-from ssd.serving.batcher import MicroBatcher
-from ssd.serving.metrics import CONTENT_TYPE, ServerMetrics
-from ssd.serving.settings import ServeSettings
-from ssd.serving.uploads import RequestError, decode_picture, read_detect_request
+from ssd.serve.batcher import MicroBatcher
+from ssd.serve.metrics import CONTENT_TYPE, ServerMetrics
+from ssd.serve.settings import ServeSettings
+from ssd.serve.uploads import RequestError, decode_picture, read_detect_request
 
 PAGE = Path(__file__).parent / "page"
 

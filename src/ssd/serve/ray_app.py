@@ -1,6 +1,6 @@
 """The same app as Ray Serve replicas (`ssd serve --ray --replicas N`, extra [ray]).
 
-Each replica loads the model and builds the FastAPI app of `ssd.serving.app` itself (the model is never
+Each replica loads the model and builds the FastAPI app of `ssd.serve.app` itself (the model is never
 pickled from the driver) and batches its own requests with its `MicroBatcher`; Ray's proxy spreads
 requests over the replicas. Ray is started locally (or joined, where RAY_ADDRESS names a cluster); its HTTP proxy listens on --host.
 """
@@ -12,8 +12,8 @@ import sys
 import time
 
 from ssd.errors import UserError, require_extra
-from ssd.serving.app import ServerState, create_app
-from ssd.serving.settings import ServeSettings
+from ssd.serve.app import ServerState, create_app
+from ssd.serve.settings import ServeSettings
 
 
 def detection_deployment(settings: ServeSettings, replicas: int):
