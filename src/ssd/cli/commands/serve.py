@@ -70,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--replicas must be at least 1, got {args.replicas}")
     if args.replicas > 1 and not args.ray:
         raise UserError("--replicas is for Ray Serve (--ray); one machine's processes are --workers")
+    if args.ray and args.workers > 1:
+        raise UserError("--workers is for uvicorn's processes; with --ray, say --replicas")
     from ssd.errors import require_extra
 
     for module in ("fastapi", "multipart", "prometheus_client"):
