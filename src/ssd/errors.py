@@ -24,6 +24,15 @@ class DatasetError(UserError):
     """A dataset that cannot be used; the message names the file and the problem."""
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a run after it wrote what it needs to go on; the message says how."""
+
+    def __init__(self, message: str, signal_number: int = 2):
+        super().__init__(message)
+        self.message = message
+        self.exit_code = 128 + signal_number  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
 class MissingExtraError(UserError):
     """An optional package a feature needs is not installed; the message names the `pip install` to run."""
 

@@ -13,7 +13,7 @@ import importlib.util
 import sys
 import warnings
 
-from ssd.errors import UserError, did_you_mean
+from ssd.errors import RunInterrupted, UserError, did_you_mean
 from ssd.version import __version__
 
 COMMANDS = {
@@ -134,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args._module.run(args) or 0)
+    except RunInterrupted as interruption:
+        print(f"interrupted: {interruption.message}", file=sys.stderr)
+        return interruption.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -89,13 +89,21 @@ class ShardedBatchSampler(Sampler):
     exactly the single-process loader. With several, the order is padded by wrapping around to a multiple of
     the world size so every process makes the same number of steps. A last batch of a single picture per
     process is dropped (the next epoch's order differs, so no picture is left out for good).
+
+    `skip_batches(n)` makes the next pass start at batch n of its epoch: a run resumed mid-epoch sees exactly
+    the batches an unbroken run would have seen next.
     """
 
     def __init__(self, sampler: Sampler, batch_size: int, rank: int = 0, world_size: int = 1):
         self.sampler, self.batch_size, self.rank, self.world_size = sampler, batch_size, rank, world_size
+        self._skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
+
+    def skip_batches(self, count: int) -> None:
+        """The next pass leaves out its first `count` batches (one pass only)."""
+        self._skip = count
 
     def _padded_size(self) -> int:
         size = len(self.sampler)
@@ -111,7 +119,8 @@ class ShardedBatchSampler(Sampler):
         padded = self._padded_size()
         items += items[: padded - len(items)]
         global_batch = self.batch_size * self.world_size
-        for start in range(0, padded, global_batch):
+        skip, self._skip = self._skip, 0
+        for start in range(skip * global_batch, padded, global_batch):
             chunk = items[start : start + global_batch]
             share = len(chunk) // self.world_size
             if share < min(MIN_BATCH, self.batch_size) and start > 0:

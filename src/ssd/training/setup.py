@@ -32,6 +32,7 @@ from ssd.training.distributed import (
     use_global_normaliser,
 )
 from ssd.training.ema import ModelEMA
+from ssd.training.interruption import ignore_interrupts
 from ssd.training.loss import build_loss
 from ssd.training.optim import build_optimizer, build_scheduler, scaled_lr
 from ssd.training.options import TrainOptions
@@ -102,6 +103,7 @@ def set_up_training(
         collate_fn=collate_detection,
         persistent_workers=workers > 0,
         pin_memory=cuda,
+        worker_init_fn=ignore_interrupts if workers > 0 else None,
     )
 
     criterion = build_loss(model, options)

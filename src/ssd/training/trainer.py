@@ -5,6 +5,8 @@ around the loop (checkpoints, evaluation, records, the console, pictures) is a h
 called at fixed points. What a run guarantees:
 - a checkpoint after every epoch, written atomically, holding everything an exact resume needs; a resumed
   run (same seed, CPU, no workers) ends with the same weights as one that was never stopped;
+- Ctrl-C or SIGTERM lets the current step finish, writes a resumable checkpoint at that step (mid-epoch:
+  how far the epoch got, see `epoch_progress`) and ends with the command that resumes the run;
 - a non-finite loss never reaches the weights: the step is skipped and logged with its pictures, and the
   run stops with a clear message after `max_bad_steps` in a row (the last good checkpoint stays);
 - under torchrun, every process computes and only rank 0 writes or prints.
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ssd.errors import UserError
+from ssd.errors import RunInterrupted, UserError
 from ssd.evaluation.evaluator import EvaluationResult
 from ssd.training.datasets import load_training_data
 from ssd.training.distributed import (
@@ -56,6 +58,7 @@ from ssd.training.hooks import (
 )
 from ssd.training.hooks.bad_steps import too_many_bad_steps_message
 from ssd.training.hooks.checkpointer import best_checkpoint
+from ssd.training.interruption import StopRequests, resume_command
 from ssd.training.options import TrainOptions
 from ssd.training.random_state import restore_rng_state
 from ssd.training.resume import LAST, read_resume
@@ -115,10 +118,15 @@ class Trainer:
         self.history: list[dict[str, Any]] = []  # one row per epoch
         self.best_map: float | None = None
         # Within an epoch:
+        self.first_batch = 0  # where this process starts the epoch: 0, or where a mid-epoch resume goes on
+        self.pictures_before = 0  # pictures the epoch had seen before this process started it
         self.backbone_frozen = False
         self.improved = False  # this epoch's validation mAP is the best so far
         self.evaluation: EvaluationResult | None = None  # this epoch's validation result, if it evaluated
         self.stop_reason: str | None = None  # set by a hook (rank 0) to end the run after this epoch
+        self.stop_requests = StopRequests(self.emit)  # Ctrl-C and SIGTERM, while the epochs run
+        self.resumed = False  # this process continues a stopped run
+        self.resumed_progress: dict[str, Any] | None = None  # a mid-epoch checkpoint's `epoch_progress`
 
     @property
     def model(self) -> nn.Module:
@@ -148,9 +156,11 @@ class Trainer:
         self.parts = set_up_training(self.options, data, self.context, resume, self.progress)
         if resume is not None:
             state = resume.checkpoint
+            self.resumed = True
             self.start_epoch, self.step = resume.epochs_done, int(state["step"])
             self.history = list(state.get("metrics") or [])
             self.best_map = state.get("best_map")
+            self.resumed_progress = state.get("epoch_progress")
             restore_rng_state(state["rng"])
         self.hooks = self._default_hooks() + self.extra_hooks
         self._call("before_run")
@@ -166,16 +176,20 @@ class Trainer:
                 "To train on, resume with a larger --patience (0: never stop)"
             )
         epochs = range(self.start_epoch, self.options.epochs) if stopped is None else range(0)
-        for epoch in epochs:
-            self.improved, self.evaluation = False, None
-            row = self.train_one_epoch(epoch)
-            self.history.append(row)
-            self._call("after_epoch", row)
-            barrier(self.context)
-            if self._stops_early():
-                stopped = self.stop_reason
-                self.emit(f"stopped early after epoch {row['epoch']}/{self.options.epochs}: {stopped}")
-                break
+        with self.stop_requests:
+            for epoch in epochs:
+                self.improved, self.evaluation = False, None
+                row = self.train_one_epoch(epoch)
+                self.history.append(row)
+                self._call("after_epoch", row)
+                barrier(self.context)
+                if self._stops_early():
+                    stopped = self.stop_reason
+                    self.emit(f"stopped early after epoch {row['epoch']}/{self.options.epochs}: {stopped}")
+                    break
+                signal_number = self.stop_requests.agreed(self.context)
+                if signal_number is not None and epoch + 1 < self.options.epochs:
+                    raise self._interrupted(signal_number, f"after epoch {epoch + 1}/{self.options.epochs}")
 
         run_dir = self.parts.run_dir
         result = TrainResult(
@@ -217,6 +231,15 @@ class Trainer:
             ]
         return hooks
 
+    def _interrupted(self, signal_number: int, where: str) -> RunInterrupted:
+        """The run stopped on a signal, its checkpoint written: how to go on."""
+        run_dir = self.parts.run_dir
+        return RunInterrupted(
+            f"stopped {where}; {run_dir / LAST} holds the run so far. To continue it: "
+            f"{resume_command(self.command, run_dir)}",
+            signal_number,
+        )
+
     def _stops_early(self) -> bool:
         """Whether a hook on rank 0 ended the run; every process learns it, so all leave the loop together."""
         flag = torch.tensor([1.0 if self.stop_reason else 0.0])
@@ -254,24 +277,38 @@ class Trainer:
         parts.ddp_model.train()
         self.set_backbone_frozen(epoch < options.freeze_backbone)
         parts.batch_sampler.set_epoch(epoch)
-        meter = EpochMeter()
+        meter, batches_done, seconds_before = EpochMeter(), 0, 0.0
+        if self.resumed_progress is not None:  # resumed mid-epoch: go on from the batch it stopped at
+            meter, batches_done, seconds_before = self._restore_epoch_progress(epoch)
+            parts.batch_sampler.skip_batches(batches_done)
+        self.first_batch, self.pictures_before = batches_done, meter.pictures
         bad_in_a_row = 0
         self._call("before_epoch", epoch)
         started = time.perf_counter()
         for images, targets in parts.loader:
             self._call("before_step", images, targets)
             losses = self.train_step(images, targets)
+            batches_done += 1
             meter.pictures += len(targets) * self.context.world_size
             if losses is None:
                 meter.bad_steps += 1
                 bad_in_a_row += 1
                 if bad_in_a_row >= options.max_bad_steps:
                     raise NonFiniteLossError(too_many_bad_steps_message(self, bad_in_a_row))
-                continue
-            bad_in_a_row = 0
-            meter.add(losses)
-            self._call("after_step", meter)
-        seconds = time.perf_counter() - started
+            else:
+                bad_in_a_row = 0
+                meter.add(losses)
+                self._call("after_step", meter)
+            signal_number = self.stop_requests.agreed(self.context)
+            if signal_number is not None and batches_done < parts.steps_per_epoch:
+                seconds = seconds_before + time.perf_counter() - started
+                self._call("on_interrupt", self.epoch_progress(epoch, batches_done, meter, seconds))
+                barrier(self.context)
+                where = (
+                    f"at step {batches_done}/{parts.steps_per_epoch} of epoch {epoch + 1}/{options.epochs}"
+                )
+                raise self._interrupted(signal_number, where)
+        seconds = seconds_before + time.perf_counter() - started
         total = meter.summed_over_processes(self.context)
         return {
             "epoch": epoch + 1,
@@ -285,6 +322,36 @@ class Trainer:
             "pictures_per_s": total.pictures / max(seconds, 1e-9),
             "train_seconds": seconds,
         }
+
+    def epoch_progress(
+        self, epoch: int, batches_done: int, meter: EpochMeter, seconds: float
+    ) -> dict[str, Any]:
+        """How far epoch `epoch` (0-based) got: what a mid-epoch checkpoint holds to go on from there.
+        The losses are summed over processes (a collective), so a resumed run restores them on rank 0 only."""
+        total = meter.summed_over_processes(self.context)
+        return {
+            "epoch": epoch,
+            "batches_done": batches_done,
+            "sums": dict(total.sums),
+            "good_steps": total.good_steps,
+            "bad_steps": total.bad_steps,
+            "pictures": total.pictures,
+            "seconds": seconds,
+        }
+
+    def _restore_epoch_progress(self, epoch: int) -> tuple[EpochMeter, int, float]:
+        progress, self.resumed_progress = self.resumed_progress, None
+        if int(progress["epoch"]) != epoch:
+            raise UserError(
+                f"{self.options.resume}: its mid-epoch record is for epoch {int(progress['epoch']) + 1}, "
+                f"not {epoch + 1}: the checkpoint is inconsistent"
+            )
+        meter = EpochMeter()
+        if self.context.is_main:
+            meter.sums = {name: float(progress["sums"][name]) for name in meter.sums}
+            meter.good_steps, meter.bad_steps = int(progress["good_steps"]), int(progress["bad_steps"])
+        meter.pictures = int(progress["pictures"])
+        return meter, int(progress["batches_done"]), float(progress["seconds"])
 
     def compute_losses(self, images, targets: list[dict]) -> dict[str, torch.Tensor]:
         """The loss dict of one batch (forward pass only)."""

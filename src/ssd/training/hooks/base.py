@@ -43,6 +43,10 @@ class Hook:
     def after_epoch(self, trainer: Trainer, row: dict[str, Any]) -> None:
         """`row` is the epoch's record (already the last entry of `trainer.history`); hooks may add to it."""
 
+    def on_interrupt(self, trainer: Trainer, progress: dict[str, Any]) -> None:
+        """After the step at which a signal stopped the run mid-epoch; `progress` is how far the epoch got
+        (see `Trainer.epoch_progress`)."""
+
     def after_run(self, trainer: Trainer, result: TrainResult) -> None:
         """After the last epoch."""
 

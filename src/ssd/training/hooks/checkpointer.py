@@ -1,4 +1,4 @@
-"""Checkpoints of a run: `last.pt` after every epoch, `best.pt` when validation mAP improves, `epoch_NNN.pt`
+"""Checkpoints of a run: `last.pt` after every epoch (and at the step where Ctrl-C stopped it), `best.pt` when validation mAP improves, `epoch_NNN.pt`
 every `--save-period` epochs, `--save` at the end.
 
 Only rank 0 writes. A checkpoint holds everything an exact resume needs (see `training_checkpoint`).
@@ -30,6 +30,12 @@ class Checkpointer(Hook):
         period = trainer.options.save_period
         if period and row["epoch"] % period == 0:
             save_checkpoint(run_dir / periodic_checkpoint_name(row["epoch"]), checkpoint)
+
+    def on_interrupt(self, trainer: Trainer, progress: dict[str, Any]) -> None:
+        """A mid-epoch `last.pt`: the epochs done so far, and how far the current one got."""
+        checkpoint = training_checkpoint(trainer, progress["epoch"])
+        checkpoint["epoch_progress"] = progress
+        save_checkpoint(trainer.parts.run_dir / LAST, checkpoint)
 
     def after_run(self, trainer: Trainer, result: TrainResult) -> None:
         if result.final_checkpoint is not None:

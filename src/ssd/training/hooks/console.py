@@ -39,7 +39,13 @@ class ConsoleReport(Hook):
             say(f"  default-box scales: {', '.join(f'{s:g}' for s in model.config.scales)}")
         for note in parts.weight_notes:
             say(f"  {note}")
-        if trainer.start_epoch:
+        progress = trainer.resumed_progress
+        if progress is not None:
+            say(
+                f"  resuming from {options.resume} at step {progress['batches_done']}/{parts.steps_per_epoch} "
+                f"of epoch {trainer.start_epoch + 1}"
+            )
+        elif trainer.start_epoch:
             say(f"  resuming from {options.resume} after epoch {trainer.start_epoch}")
         say(f"  outputs: {parts.run_dir}/")
 

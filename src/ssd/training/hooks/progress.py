@@ -23,6 +23,7 @@ class ProgressBar(Hook):
         frozen = " (backbone frozen)" if trainer.backbone_frozen else ""
         self.bar = tqdm(
             total=trainer.parts.steps_per_epoch,
+            initial=trainer.first_batch,
             desc=f"epoch {epoch + 1}/{trainer.options.epochs}{frozen}",
             unit="batch",
             dynamic_ncols=True,
@@ -36,7 +37,7 @@ class ProgressBar(Hook):
         self.bar.set_postfix_str(
             f"loss {meter.mean('loss'):.3f} loc {meter.mean('loc_loss'):.3f} conf {meter.mean('conf_loss'):.3f} "
             f"acc {meter.mean('train_acc'):.3f} lr {trainer.current_lr():.2e} "
-            f"{meter.pictures / max(elapsed, 1e-9):.1f} img/s"
+            f"{(meter.pictures - trainer.pictures_before) / max(elapsed, 1e-9):.1f} img/s"
         )
 
     def on_bad_step(self, trainer: Trainer, bad_step: BadStep) -> None:

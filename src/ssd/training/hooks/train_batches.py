@@ -30,7 +30,7 @@ class TrainBatchPictures(Hook):
         self.drawn = 0
 
     def before_step(self, trainer: Trainer, images: Any, targets: list[dict[str, Any]]) -> None:
-        if self.drawn >= self.batches or trainer.start_epoch > 0:
+        if self.drawn >= self.batches or trainer.resumed:
             return
         draw_batch(
             images,
