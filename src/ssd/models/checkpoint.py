@@ -40,7 +40,10 @@ MODEL_KEYS = ("arch", "config", "num_classes", "model")
 def save_checkpoint(path: str | Path, checkpoint: Mapping[str, Any]) -> Path:
     """Write to a temporary file in the same folder, then rename: a crash never leaves a half-written file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CheckpointWriteError(f"could not write {path}: {error.strerror or error}") from None
     content = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "ssd_version": __version__}
     content.update(checkpoint)
     for part in ("model", "ema"):  # weights with a NaN would only ever detect nothing: never written
@@ -51,7 +54,11 @@ def save_checkpoint(path: str | Path, checkpoint: Mapping[str, Any]) -> Path:
             raise NonFiniteWeightsError(
                 f"refused to write {path}: the {part} weights hold NaN or infinity ({name}){kept}"
             )
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    kept = f"{path} keeps its previous content" if path.exists() else "nothing was written"
+    try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise CheckpointWriteError(f"could not write {path}: {error.strerror or error}; {kept}") from None
     try:
         # mkstemp makes the file 0600; a checkpoint gets the mode of any file the user makes (their umask),
         # so that a teammate can read it where the umask allows.
@@ -61,10 +68,19 @@ def save_checkpoint(path: str | Path, checkpoint: Mapping[str, Any]) -> Path:
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
+    except (OSError, RuntimeError) as error:
+        # A full disk surfaces as OSError (errno 28) or as the zip writer's RuntimeError ("file write failed").
+        Path(temporary).unlink(missing_ok=True)
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise CheckpointWriteError(f"could not write {path}: {reason}; {kept}") from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+class CheckpointWriteError(UserError):
+    """A checkpoint that could not be written (a full or read-only disk); the previous file stays."""
 
 
 class NonFiniteWeightsError(UserError):

@@ -36,6 +36,13 @@ from ssd.training.interruption import ignore_interrupts
 from ssd.training.loss import build_loss
 from ssd.training.optim import build_optimizer, build_scheduler, scaled_lr
 from ssd.training.options import TrainOptions
+from ssd.training.outputs import (
+    check_free_space,
+    check_save_path,
+    checkpoint_bytes,
+    make_writable_folder,
+    remove_stale_temporaries,
+)
 from ssd.training.recipes import architecture_defaults
 from ssd.training.resume import LAST, ResumePoint
 
@@ -60,7 +67,9 @@ class TrainingParts:
     scaler: torch.amp.GradScaler
     evaluator: Evaluator | None  # rank 0 only, and only with a validation split
     run_dir: Path
+    checkpoint_bytes: int = 0  # about the size of one checkpoint of this run
     weight_notes: list[str] = field(default_factory=list)  # what loading --weights did
+    output_notes: list[str] = field(default_factory=list)  # what checking the outputs found
 
     @property
     def steps_per_epoch(self) -> int:
@@ -74,7 +83,15 @@ def set_up_training(
     resume: ResumePoint | None,
     progress: bool,
 ) -> TrainingParts:
+    run_dir = _run_dir(options, resume, context)  # checked writable first: a run that cannot save stops here
+    output_notes = _check_outputs(options, run_dir, resume) if context.is_main else []
     model, notes = _training_model(options, data, resume)
+    size = checkpoint_bytes(model, options.ema, options.optimizer)
+    if context.is_main:
+        # last.pt is written beside the previous one before replacing it, and best.pt beside both.
+        check_free_space(run_dir, 2 * size, "a new last.pt and best.pt")
+        if options.save:
+            check_free_space(Path(options.save).parent, size, f"--save {options.save}")
     device = context.device
     cuda = device.type == "cuda"
     amp = options.amp if options.amp is not None else cuda
@@ -148,8 +165,10 @@ def set_up_training(
         scheduler=scheduler,
         scaler=scaler,
         evaluator=evaluator,
-        run_dir=_run_dir(options, resume, context),
+        run_dir=run_dir,
+        checkpoint_bytes=size,
         weight_notes=notes,
+        output_notes=output_notes,
     )
 
 
@@ -214,9 +233,22 @@ def _run_dir(options: TrainOptions, resume: ResumePoint | None, context: Distrib
     while taken(run_dir):
         number += 1
         run_dir = base.with_name(f"{base.name}{number}")
-    if context.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def _check_outputs(options: TrainOptions, run_dir: Path, resume: ResumePoint | None) -> list[str]:
+    """The run folder and --save can be written (one line if not); a resumed run's stale temporaries go."""
+    make_writable_folder(
+        run_dir, f"--project {options.project}" if resume is None else f"--resume {resume.path}"
+    )
+    check_save_path(options.save)
+    removed = remove_stale_temporaries(run_dir) if resume is not None else []
+    if removed:
+        return [
+            f"removed {len(removed)} temporary file(s) of an interrupted checkpoint write: "
+            + ", ".join(path.name for path in removed)
+        ]
+    return []
 
 
 def _default_workers(device: torch.device, context: DistributedContext) -> int:

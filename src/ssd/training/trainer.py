@@ -215,7 +215,8 @@ class Trainer:
             hooks += [ArgsFile(run_dir), LabelsPlot(run_dir), TrainBatchPictures(run_dir)]
         if main and self.progress:
             hooks.append(ProgressBar())
-        if options.precise_bn > 0 and parts.data.val_set is not None:
+        # At batch 1 BatchNorm keeps its statistics (`keep_batchnorm_statistics`): the weights trained with them.
+        if options.precise_bn > 0 and parts.data.val_set is not None and options.batch_size > 1:
             hooks.append(PreciseBatchNorm(options.precise_bn))
         if parts.evaluator is not None:
             hooks += [Evaluation(parts.evaluator), EvaluationPlots(run_dir)]
@@ -276,6 +277,8 @@ class Trainer:
         options, parts = self.options, self.parts
         parts.ddp_model.train()
         self.set_backbone_frozen(epoch < options.freeze_backbone)
+        if options.batch_size == 1:
+            keep_batchnorm_statistics(self.model)
         parts.batch_sampler.set_epoch(epoch)
         meter, batches_done, seconds_before = EpochMeter(), 0, 0.0
         if self.resumed_progress is not None:  # resumed mid-epoch: go on from the batch it stopped at
@@ -407,6 +410,15 @@ class Trainer:
         self.parts.scheduler.step()
         self.step += 1
         return None
+
+
+def keep_batchnorm_statistics(model: nn.Module) -> None:
+    """BatchNorm layers normalise with their running statistics and do not update them; their scale and
+    shift still train. For batches of one picture: the last extra layers' maps are 1x1, a single value per
+    channel, from which no variance can be estimated (the fix detectors fine-tuned at small batches use)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
 
 
 def _seed_everything(seed: int) -> None:

@@ -179,5 +179,12 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         trainer = Trainer(resolve_options(given, args.config), list(sys.argv), progress=not args.quiet)
-    trainer.fit()
+    try:
+        trainer.fit()
+    except OSError as error:  # a plot or a log the disk refused (a checkpoint says so itself)
+        if error.filename is None:
+            raise
+        from ssd.errors import UserError
+
+        raise UserError(f"{error.filename}: {error.strerror or error}") from None
     return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ssd.models.checkpoint import model_checkpoint, save_checkpoint
+from ssd.models.checkpoint import CheckpointWriteError, model_checkpoint, save_checkpoint
 from ssd.training.hooks.base import Hook
 from ssd.training.random_state import rng_state
 from ssd.training.resume import LAST
@@ -41,7 +41,12 @@ class Checkpointer(Hook):
         if result.final_checkpoint is not None:
             # The epochs done, fewer than --epochs when the run stopped early.
             done = trainer.history[-1]["epoch"] if trainer.history else trainer.options.epochs
-            save_checkpoint(result.final_checkpoint, training_checkpoint(trainer, done))
+            try:
+                save_checkpoint(result.final_checkpoint, training_checkpoint(trainer, done))
+            except CheckpointWriteError as error:
+                raise CheckpointWriteError(
+                    f"{error}; the trained run is in {result.last_checkpoint}"
+                ) from None
 
 
 def periodic_checkpoint_name(epoch: int) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from torch import nn
+
 from ssd.training.hooks.base import Hook
 
 if TYPE_CHECKING:
@@ -32,12 +34,19 @@ class ConsoleReport(Hook):
             + (", AMP" if parts.amp else "")
             + (", EMA" if parts.ema is not None else "")
         )
+        if options.batch_size == 1 and any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
+        ):
+            say(
+                "  batch 1: BatchNorm layers keep their running statistics (one picture cannot give them: the "
+                "last maps are 1x1) and train only their scale and shift; --batch-size 2 or more updates them"
+            )
         split_note = data.split_note(options)
         if split_note:
             say(f"  {split_note}")
         if options.anchor_scales != "default":
             say(f"  default-box scales: {', '.join(f'{s:g}' for s in model.config.scales)}")
-        for note in parts.weight_notes:
+        for note in [*parts.weight_notes, *parts.output_notes]:
             say(f"  {note}")
         progress = trainer.resumed_progress
         if progress is not None:
@@ -47,7 +56,7 @@ class ConsoleReport(Hook):
             )
         elif trainer.start_epoch:
             say(f"  resuming from {options.resume} after epoch {trainer.start_epoch}")
-        say(f"  outputs: {parts.run_dir}/")
+        say(f"  outputs: {parts.run_dir}/ (a checkpoint: about {parts.checkpoint_bytes / 1e6:.0f} MB)")
 
     def after_epoch(self, trainer: Trainer, row: dict[str, Any]) -> None:
         trainer.emit(epoch_line(row, trainer.options.epochs, trainer.improved))
