@@ -29,7 +29,9 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path):
         def __reduce__(self):
             raise RuntimeError("disk full")
 
-    with pytest.raises(UserError, match=r"could not write .*last.pt: disk full; .*last.pt keeps its previous"):
+    with pytest.raises(
+        UserError, match=r"could not write .*last.pt: disk full; .*last.pt keeps its previous"
+    ):
         save_checkpoint(path, {"epoch": 2, "bad": Unpicklable()})
     assert read_checkpoint(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]

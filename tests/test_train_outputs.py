@@ -53,13 +53,17 @@ def test_save_to_a_folder_or_an_unwritable_place_is_refused_before_training(tmp_
     assert f"--save {tmp_path}: is a folder" in _error_line(capsys)
     assert not list(tmp_path.glob("*/last.pt"))  # nothing trained
     (tmp_path / "file").write_text("")
-    assert main(["train", *TINY, "--project", str(tmp_path), "--save", str(tmp_path / "file" / "ssd.pt")]) == 2
+    assert (
+        main(["train", *TINY, "--project", str(tmp_path), "--save", str(tmp_path / "file" / "ssd.pt")]) == 2
+    )
     assert f"--save {tmp_path / 'file' / 'ssd.pt'}: cannot make the folder" in _error_line(capsys)
 
 
 def test_too_little_free_space_is_refused_with_the_estimate(tmp_path, capsys, monkeypatch):
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(outputs_module.shutil, "disk_usage", lambda _: usage(10**9, 10**9 - 5 * 10**6, 5 * 10**6))
+    monkeypatch.setattr(
+        outputs_module.shutil, "disk_usage", lambda _: usage(10**9, 10**9 - 5 * 10**6, 5 * 10**6)
+    )
     assert main(["train", *TINY, "--project", str(tmp_path), "--name", "run"]) == 2
     line = _error_line(capsys)
     assert line.startswith(f"error: {tmp_path / 'run'}: 5 MB free, but a new last.pt and best.pt need about ")
