@@ -3,7 +3,7 @@ figures a run logged are measured again on the same pictures (`ssd.data.splits` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ class SplitChoice:
     reason: str  # said to the user in one line
     val_fraction: float = VAL_FRACTION
     split_seed: int = SPLIT_SEED
+    # What the run built this split with besides its name (synthetic sizes, image_root, max_pixels).
+    dataset_options: dict[str, Any] = field(default_factory=dict)
 
 
 def split_record(weights: str | Path) -> dict[str, Any] | None:
@@ -45,9 +47,27 @@ def _same_dataset(a: str | Path, b: str | Path) -> bool:
 
 
 def split_to_evaluate(datapath: str, requested: str | None, weights: str | Path) -> SplitChoice:
-    automatic = is_automatically_split(datapath)
     record = split_record(weights)
     same = record is not None and _same_dataset(record.get("datapath", ""), datapath)
+    choice = _choose_split(datapath, requested, weights, record if same else None)
+    built_with = record.get("split_options") if same else None
+    if not isinstance(built_with, dict):  # a checkpoint from before splits recorded their options
+        return choice
+    options = built_with.get(choice.split)
+    if options is None and requested is not None:  # `--split val` of a run that recorded `val2017`
+        try:
+            options = built_with.get(resolve_split(requested, available_splits(datapath), datapath))
+        except DatasetError:
+            options = None
+    return replace(choice, dataset_options=dict(options)) if isinstance(options, dict) else choice
+
+
+def _choose_split(
+    datapath: str, requested: str | None, weights: str | Path, record: dict[str, Any] | None
+) -> SplitChoice:
+    """`record`: the checkpoint's split record when it is of this dataset, else None."""
+    automatic = is_automatically_split(datapath)
+    same = record is not None
     fraction = record.get("val_fraction", VAL_FRACTION) if same else VAL_FRACTION
     seed = record.get("split_seed", SPLIT_SEED) if same else SPLIT_SEED
     if requested is not None:  # of a dataset the run divided itself, divided the same way

@@ -8,7 +8,7 @@ splits is divided into "train" and "val" by `--val-fraction`. What was chosen is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ssd.data import SYNTHETIC, DetectionDataset, available_splits, build_dataset, is_automatically_split
@@ -27,6 +27,9 @@ class TrainingData:
     val_split: str  # "none" when there is no validation set
     train_boxes: int  # boxes in the training split, crowd regions not counted
     automatic: bool = False  # the dataset has no splits: train and val were divided by `--val-fraction`
+    # Per split, what `build_dataset` was given besides the split (synthetic sizes, image_root, max_pixels):
+    # recorded so that `ssd eval` builds the very same pictures.
+    split_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def split_record(self, options: TrainOptions) -> dict[str, Any]:
         """What a checkpoint keeps of the split, for `ssd eval` to validate on the same pictures."""
@@ -37,6 +40,7 @@ class TrainingData:
             "automatic": self.automatic,
             "val_fraction": options.val_fraction,
             "split_seed": SPLIT_SEED,
+            "split_options": self.split_options,
         }
 
     def split_note(self, options: TrainOptions) -> str | None:
@@ -67,6 +71,8 @@ def load_training_data(options: TrainOptions) -> TrainingData:
         extra["image_size"] = options.synthetic_image_size
     train_options = dict(extra, num_images=options.synthetic_train) if synthetic else {}
     train_set = build_dataset(options.datapath, train_split, **load, **_without_none(train_options))
+    recorded = _without_none({"image_root": options.image_root, "max_pixels": options.max_pixels})
+    split_options = {train_split: dict(recorded, **_without_none(train_options))}
     if options.val_split == NO_VALIDATION:
         val_split = NO_VALIDATION
     elif options.val_split is not None:
@@ -77,6 +83,7 @@ def load_training_data(options: TrainOptions) -> TrainingData:
     if val_split != NO_VALIDATION:
         val_options = dict(extra, num_images=options.synthetic_val) if synthetic else {}
         val_set = build_dataset(options.datapath, val_split, **load, **_without_none(val_options))
+        split_options[val_split] = dict(recorded, **_without_none(val_options))
         if list(val_set.class_names) != list(train_set.class_names):
             raise DatasetError(
                 f"{options.datapath}: split '{val_split}' has classes {val_set.class_names} but "
@@ -89,7 +96,7 @@ def load_training_data(options: TrainOptions) -> TrainingData:
             "a detector cannot learn from it (check the annotations with `ssd data check`)"
         )
     automatic = not synthetic and is_automatically_split(options.datapath)
-    return TrainingData(train_set, val_set, train_split, val_split, boxes, automatic)
+    return TrainingData(train_set, val_set, train_split, val_split, boxes, automatic, split_options)
 
 
 def _without_none(values: dict[str, Any]) -> dict[str, Any]:

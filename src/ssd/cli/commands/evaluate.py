@@ -72,13 +72,17 @@ def run(args: argparse.Namespace) -> int:
 
     choice = split_to_evaluate(args.datapath, args.split, args.weights)
     print(f"evaluating split '{choice.split}' of {args.datapath}: {choice.reason}")
+    # The split as the run built it (a synthetic one's size, say); flags given here win.
+    built_with = dict(choice.dataset_options)
+    built_with.update(
+        {k: v for k, v in (("image_root", args.image_root), ("max_pixels", args.max_pixels)) if v is not None}
+    )
     dataset = build_dataset(
         args.datapath,
         choice.split,
         val_fraction=choice.val_fraction,
         split_seed=choice.split_seed,
-        image_root=args.image_root,
-        max_pixels=args.max_pixels,
+        **built_with,
     )
     # A torchvision file's class count is read from its classification head unless given; the evaluator
     # then says plainly if it does not fit the dataset.
