@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,26 +43,28 @@ class TrainOptions:
     max_pixels: int | None = None  # larger pictures are refused as decompression bombs (None: PIL's limit)
     num_classes: int | None = None
     input_size: int | None = None  # None: the architecture's own
-    anchor_scales: str = "default"  # "default", "auto" (fitted to the training boxes) or "s1,s2,...,s_{m+1}"
+    anchor_scales: str = (
+        "auto"  # "auto" (fitted to the training boxes), "default" (the paper's) or "s1,...,s_{m+1}"
+    )
     synthetic_train: int | None = None  # pictures in the synthetic splits (None: the dataset's default)
     synthetic_val: int | None = None
     synthetic_image_size: int | None = None
     # schedule
     epochs: int = 80
     batch_size: int = 16  # per process
-    lr: float = 0.01
+    lr: float = 0.003  # for AdamW; see LR_RANGES
     lr_batch: int | None = None  # the global batch `lr` was chosen for (None: `batch_size`); see docs
-    optimizer: str = "sgd"
+    optimizer: str = "adamw"
     momentum: float = 0.9
-    weight_decay: float | None = None  # None: 4e-5 for SGD, 0.05 for AdamW (never on BatchNorm or biases)
+    weight_decay: float | None = 4e-5  # never on BatchNorm parameters or biases (None: see below)
     scheduler: str = "cosine"
     milestones: tuple[float, ...] = (0.67, 0.89)  # multistep: epochs, or fractions of the run when < 1
     gamma: float = 0.1
-    warmup_epochs: float = 1.0
+    warmup_epochs: float = 2.0
     warmup_factor: float = 0.001
-    min_lr_ratio: float = 0.0  # cosine ends at lr * this
+    min_lr_ratio: float = 0.01  # cosine ends at lr * this
     clip_grad: float = 10.0  # max gradient norm; 0 turns clipping off
-    ema: bool = False
+    ema: bool = True
     ema_decay: float = 0.9998
     precise_bn: int = 0  # batches of training pictures that recompute BatchNorm statistics before evaluating
     # loss and data
@@ -174,6 +177,8 @@ class TrainOptions:
     def resolved_weight_decay(self) -> float:
         if self.weight_decay is not None:
             return self.weight_decay
+        # None: the rule of the versions before 4e-5 was measured best for both optimisers; their checkpoints
+        # store None, and resume as they started.
         return 0.05 if self.optimizer == "adamw" else 4e-5
 
     def to_dict(self) -> dict[str, Any]:
@@ -301,4 +306,30 @@ def resolve_options(given: Mapping[str, Any], config_file: str | Path | None = N
         values["arch"] = checkpoint_arch(values["weights"]) or TrainOptions.arch
     options = TrainOptions(**values)
     options.validate()
+    warn_about_lr(options)
     return options
+
+
+class SettingWarning(UserWarning):
+    """A setting that is allowed but very likely a mistake."""
+
+
+# Learning rates (at batch 16) that train from scratch or fine-tune, by optimiser: AdamW's step is about lr
+# whatever the gradient's size, SGD's is lr times the gradient. A value 10x outside is worth a word.
+LR_RANGES = {"adamw": (1e-4, 0.01), "sgd": (1e-3, 0.1)}
+
+
+def warn_about_lr(options: TrainOptions) -> None:
+    low, high = LR_RANGES.get(options.optimizer, (0.0, float("inf")))
+    if not low / 10 <= options.lr <= high * 10:
+        hint = ""
+        if options.optimizer == "adamw" and options.lr > high:
+            hint = " (a rate for SGD? add --optimizer sgd)"
+        elif options.optimizer == "sgd" and options.lr < low:
+            hint = " (a rate for AdamW? add --optimizer adamw)"
+        warnings.warn(
+            f"--lr {options.lr:g} is far outside {options.optimizer}'s usual range ({low:g} to {high:g}); "
+            f"the run will likely not learn{hint}",
+            SettingWarning,
+            stacklevel=2,
+        )

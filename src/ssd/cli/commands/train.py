@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _flag(
         data,
         "--anchor-scales",
-        help="default-box scales: 'default', 'auto' (fitted to the boxes) or 's1,...,s(m+1)'",
+        help="default-box scales: 'auto' (default: the first map's fitted to the training boxes), 'default' (the architecture's) or 's1,...,s(m+1)'",
     )
     _flag(
         data,
@@ -70,16 +70,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     schedule = parser.add_argument_group("optimisation")
     _flag(schedule, "--epochs", int, "epochs (default: 80; synthetic: 10)")
     _flag(schedule, "--batch-size", int, "pictures per step and process (default: 16)")
-    _flag(schedule, "--lr", float, "learning rate for --lr-batch pictures (default: 0.01)")
+    _flag(
+        schedule,
+        "--lr",
+        float,
+        "learning rate for --lr-batch pictures (default: 0.003; AdamW works from about 1e-4 to 0.01, SGD from 1e-3 to 0.1)",
+    )
     _flag(
         schedule,
         "--lr-batch",
         int,
         "global batch the lr is meant for; scaled linearly (default: --batch-size)",
     )
-    _flag(schedule, "--optimizer", help="sgd (momentum, default) or adamw")
+    _flag(schedule, "--optimizer", help="adamw (default) or sgd (with momentum)")
     _flag(schedule, "--momentum", float, "SGD momentum / AdamW beta1 (default: 0.9)")
-    _flag(schedule, "--weight-decay", float, "never on BatchNorm or biases (default: 4e-5 SGD, 0.05 AdamW)")
+    _flag(schedule, "--weight-decay", float, "never on BatchNorm or biases (default: 4e-5)")
     _flag(schedule, "--scheduler", help="cosine (default) or multistep, after the warm-up")
     _flag(
         schedule,
@@ -88,12 +93,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _flag(schedule, "--gamma", float, "multistep factor (default: 0.1)")
     _flag(
-        schedule, "--warmup-epochs", float, "linear warm-up length in epochs, may be fractional (default: 1)"
+        schedule, "--warmup-epochs", float, "linear warm-up length in epochs, may be fractional (default: 2)"
     )
     _flag(schedule, "--warmup-factor", float, "lr multiplier at the first step (default: 0.001)")
-    _flag(schedule, "--min-lr-ratio", float, "cosine ends at lr times this (default: 0)")
+    _flag(schedule, "--min-lr-ratio", float, "cosine ends at lr times this (default: 0.01)")
     _flag(schedule, "--clip-grad", float, "max gradient norm, 0: off (default: 10)")
-    _switch(schedule, "--ema", "keep an exponential moving average of the weights; evaluate and ship it")
+    _switch(
+        schedule,
+        "--ema",
+        "keep an exponential moving average of the weights; evaluate and ship it (default: on)",
+    )
     _flag(schedule, "--ema-decay", float, "EMA decay (default: 0.9998)")
     _flag(
         schedule,
