@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from ssd.data import build_dataset, build_loader, build_transforms, collate_detection
+from ssd.data.loader import AugmentedDataset
 
 
 def _batches(loader, count=3):
@@ -66,3 +68,23 @@ def test_unshuffled_loader_keeps_the_dataset_order_and_every_picture():
     assert ids == list(range(1, 11))
     images, _ = next(iter(loader))
     assert isinstance(images, list), "no resize: pictures of different sizes stay a list"
+
+
+@pytest.mark.parametrize(
+    ("size", "decoded"),
+    [((2001, 1501), (1001, 751)), ((4000, 3000), (1000, 750)), ((1200, 900), (1200, 900))],
+)
+def test_a_large_jpeg_decodes_reduced_for_training_with_its_boxes_scaled(tmp_path, size, decoded):
+    from data_writers import write_voc
+
+    width, height = size
+    root = write_voc(tmp_path / "voc", {"a": [("cat", 100, 200, 1100, 800)]}, width=width, height=height)
+    dataset = build_dataset(root, "train")
+    whole, whole_target = dataset.load(0)
+    assert tuple(whole.shape[1:]) == (height, width)
+    image, target = AugmentedDataset(dataset, None, shorter_side_at_least=640)[0]
+    assert tuple(image.shape[1:]) == (decoded[1], decoded[0])
+    scale = torch.tensor([decoded[0] / width, decoded[1] / height] * 2)
+    assert torch.allclose(target["boxes"], whole_target["boxes"] * scale)
+    assert target["area"].item() == pytest.approx(whole_target["area"].item() * scale[0] * scale[1])
+    assert target["orig_size"] == (height, width)

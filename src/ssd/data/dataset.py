@@ -82,6 +82,15 @@ class Record:
         }
 
 
+def _reduction(decoded: tuple[int, int], annotated: tuple[int, int]) -> int | None:
+    """1, 2, 4 or 8: how many times smaller than its annotated (height, width) a picture was decoded (a JPEG
+    decoder rounds the reduced sides up); None when its size does not fit the annotation at all."""
+    for factor in (1, 2, 4, 8):
+        if decoded == tuple(-(-side // factor) for side in annotated):
+            return factor
+    return None
+
+
 @contextlib.contextmanager
 def single_threaded():
     """Run per-sample work on one thread: its tensors are small, and with several threads each little
@@ -162,17 +171,26 @@ class DetectionDataset(Dataset):
             self.max_pixels,
         )
 
-    def load(self, index: int) -> tuple[Tensor, Target]:
+    def load(self, index: int, shorter_side_at_least: int | None = None) -> tuple[Tensor, Target]:
         """Decode picture `index` and its target, with no transform. A picture that cannot be read is an error
-        under `strict`; otherwise it is skipped with a warning and the next readable one is returned."""
+        under `strict`; otherwise it is skipped with a warning and the next readable one is returned.
+
+        With `shorter_side_at_least`, a large JPEG may be decoded at 1/2, 1/4 or 1/8 of its size (see
+        `read_picture`); the target's boxes and areas are scaled with it (`orig_size` stays the file's)."""
         for offset in range(len(self.records)):
             candidate = (index + offset) % len(self.records)
             if candidate in self._unreadable:
                 continue
             record = self.records[candidate]
             try:
-                image = read_picture(record.path, max_pixels=self.max_pixels, orient=record.orient)
-                if tuple(image.shape[1:]) != (record.height, record.width):
+                image = read_picture(
+                    record.path,
+                    max_pixels=self.max_pixels,
+                    orient=record.orient,
+                    shorter_side_at_least=shorter_side_at_least,
+                )
+                reduction = _reduction(tuple(image.shape[1:]), (record.height, record.width))
+                if reduction is None:
                     raise DatasetError(
                         f"{record.path}: picture is {image.shape[2]}x{image.shape[1]}, its annotation says "
                         f"{record.width}x{record.height}"
@@ -183,7 +201,13 @@ class DetectionDataset(Dataset):
                 self._unreadable.add(candidate)
                 warnings.warn(f"{error} ({SKIPPED_PICTURE})", DataWarning, stacklevel=2)
                 continue
-            return image, record.target()
+            target = record.target()
+            if reduction != 1:
+                height, width = image.shape[1:]
+                scale_x, scale_y = width / record.width, height / record.height
+                target["boxes"] = target["boxes"] * torch.tensor([scale_x, scale_y, scale_x, scale_y])
+                target["area"] = target["area"] * (scale_x * scale_y)
+            return image, target
         raise DatasetError(f"{self.source}: no picture in the dataset can be read")
 
     def __getitem__(self, index: int) -> tuple[Tensor, Target]:

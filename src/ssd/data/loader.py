@@ -44,26 +44,38 @@ class SeededSampler(Sampler):
 
 
 class AugmentedDataset(Dataset):
-    """`dataset`'s samples through `transform`, indexed by the sampler's `(index, sample_seed)` pairs."""
+    """`dataset`'s samples through `transform`, indexed by the sampler's `(index, sample_seed)` pairs.
 
-    def __init__(self, dataset: DetectionDataset, transform: Transform | None):
+    `shorter_side_at_least` lets a large JPEG decode at a fraction of its size (see `DetectionDataset.load`):
+    training resizes every picture to the input size anyway, and decoding and augmenting a 2000 px picture
+    would otherwise take longer than a CPU's training step.
+    """
+
+    def __init__(
+        self, dataset: DetectionDataset, transform: Transform | None, shorter_side_at_least: int | None = None
+    ):
         self.dataset, self.transform = dataset, transform
+        self.shorter_side_at_least = shorter_side_at_least
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, item: tuple[int, int] | int) -> tuple[Tensor, dict]:
         index, seed = item if isinstance(item, tuple) else (item, None)
-        return load_sample(self.dataset, index, self.transform, seed)
+        return load_sample(self.dataset, index, self.transform, seed, self.shorter_side_at_least)
 
 
 def load_sample(
-    dataset: DetectionDataset, index: int, transform: Transform | None = None, seed: int | None = None
+    dataset: DetectionDataset,
+    index: int,
+    transform: Transform | None = None,
+    seed: int | None = None,
+    shorter_side_at_least: int | None = None,
 ) -> tuple[Tensor, dict]:
     """Sample `index` of `dataset` (no `dataset.transform`) through `transform`, with its randomness drawn
     from a generator seeded with `seed` (the global RNG when None), on one thread."""
     with single_threaded():
-        image, target = dataset.load(index)
+        image, target = dataset.load(index, shorter_side_at_least)
         if transform is not None:
             generator = torch.Generator().manual_seed(seed) if seed is not None else None
             image, target = transform(image, target, generator)

@@ -192,7 +192,7 @@ class SyntheticShapes(DetectionDataset):
         with single_threaded():  # also makes the pixels the same whatever the caller's thread count
             return render(layout, generator)
 
-    def load(self, index: int) -> tuple[Tensor, dict]:
+    def load(self, index: int, shorter_side_at_least: int | None = None) -> tuple[Tensor, dict]:
         return self.picture(index), self.records[index].target()
 
 
