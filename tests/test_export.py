@@ -102,7 +102,7 @@ def test_fixed_batch_export_runs_any_number_of_pictures(bccd_model, tmp_path):
 def test_export_check_fails_with_numbers_when_the_file_disagrees(bccd_model, bccd_exports, monkeypatch):
     import ssd.deploy.predictor
     from ssd.deploy.export import ExportReport, _check_export
-    from ssd.deploy.fold import prepare_for_inference
+    from ssd.models.fold import prepare_for_inference
 
     original = ssd.deploy.predictor.ExportedPredictor.predict
 

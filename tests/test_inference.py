@@ -6,7 +6,7 @@ from conftest import FIXTURES, shared_path
 from test_postprocess import ANCHORS, naive_postprocess
 
 import ssd
-from ssd.deploy.fold import (
+from ssd.models.fold import (
     find_conv_batchnorm_pairs,
     fold_batchnorm_into_conv,
     fuse_batchnorm,
@@ -137,3 +137,49 @@ def test_thread_count_is_restored_after_a_block_with_fewer_threads():
         assert torch.get_num_threads() == 1
         raise RuntimeError("the count must come back even after an error")
     assert torch.get_num_threads() == before
+
+
+def _same_network(model, form, pictures) -> bool:
+    """The form computes the model's (eval-mode) header outputs, up to the rounding of folding."""
+    with torch.no_grad():
+        was_training = model.training
+        expected = model.eval().head_outputs(model.preprocess(pictures)[0])
+        model.train(was_training)
+        got = form.head_outputs(form.preprocess(pictures)[0])
+    return all(torch.allclose(a, b, atol=1e-3, rtol=1e-3) for a, b in zip(expected, got, strict=True))
+
+
+def test_predict_runs_the_inference_form_and_remakes_it_when_the_weights_change():
+    model = ssd.build_model("mobilenetv3_ssd", num_classes=3, input_size=128).train()
+    randomise_batchnorm(model)
+    generator = torch.Generator().manual_seed(1)
+    pictures = [torch.randint(0, 256, (3, 120, 160), dtype=torch.uint8, generator=generator)]
+
+    detections = model.predict(pictures)
+    form = model.inference_form()
+    assert model.training  # predict leaves the model's mode alone
+    assert form is not model and form.is_inference_form and form.inference_form() is form
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in form.modules())  # folded
+    assert "is_inference_form" not in model.__dict__
+    assert set(model.state_dict()) == set(ssd.build_model("mobilenetv3_ssd", num_classes=3).state_dict())
+    with torch.no_grad():
+        assert all(
+            torch.equal(a["result_scores"], b["result_scores"])
+            for a, b in zip(detections, form(pictures), strict=True)
+        )
+    assert _same_network(model, form, pictures)
+    assert model.inference_form() is form  # kept while the weights stay
+
+    # An optimizer step changes the weights in place: the next predict remakes the form, which follows them.
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    outputs = model.eval().head_outputs(model.preprocess(pictures)[0])
+    (outputs[0].sum() + outputs[1].sum()).backward()
+    optimizer.step()
+    assert model.inference_form() is not form
+    assert _same_network(model, model.inference_form(), pictures)
+    assert not _same_network(model, form, pictures)  # the old form was really out of date
+
+    # So does load_state_dict (a resumed run, another checkpoint).
+    form = model.inference_form()
+    model.load_state_dict(ssd.build_model("mobilenetv3_ssd", num_classes=3, input_size=128).state_dict())
+    assert model.inference_form() is not form

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ssd.deploy.export import export_model
-from ssd.deploy.fold import prepare_for_inference
+from ssd.models.fold import prepare_for_inference
 from ssd.deploy.formats.onnx import OnnxPredictor
 from ssd.deploy.threads import set_inference_threads, torch_threads
 

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ssd.deploy.compare import compare_detections
-from ssd.deploy.fold import prepare_for_inference
+from ssd.models.fold import prepare_for_inference
 from ssd.deploy.formats import EXPORT_FORMATS, load_predictor
 from ssd.deploy.predictor import export_metadata
 from ssd.errors import UserError, did_you_mean

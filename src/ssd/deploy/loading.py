@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ssd.deploy.fold import prepare_for_inference
+from ssd.models.fold import prepare_for_inference
 from ssd.deploy.formats import is_exported_model, load_predictor
 from ssd.deploy.threads import set_inference_threads
 from ssd.models.checkpoint import load_model

@@ -97,4 +97,5 @@ def prepare_for_inference(model: nn.Module, fuse: bool = True, channels_last: bo
     prepared = fuse_batchnorm(model) if fuse else copy.deepcopy(model).eval()
     if channels_last:
         prepared = prepared.to(memory_format=torch.channels_last)
+    prepared.is_inference_form = True  # its `predict` runs it as it is (see `SSD.inference_form`)
     return prepared.eval()
