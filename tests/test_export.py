@@ -7,7 +7,7 @@ from conftest import BCCD, FIXTURES, shared_path
 
 from ssd.deploy.compare import compare_detections
 from ssd.deploy.export import ExportMismatchError, export_model
-from ssd.deploy.formats import is_exported_model, load_predictor
+from ssd.deploy.formats import EXPORT_FORMATS, is_exported_model, load_predictor
 from ssd.deploy.formats.onnx import OnnxPredictor
 from ssd.deploy.formats.torchscript import TorchScriptPredictor
 from ssd.errors import UserError
@@ -153,7 +153,11 @@ def test_vgg16_exports_match_pytorch(tmp_path):
     picture = fixture["image_uint8_hwc"].permute(2, 0, 1)
     for fmt, post in [("onnx", False), ("onnx", True), ("torchscript", True)]:
         report = export_model(
-            model, tmp_path / f"vgg_{fmt}_{post}", fmt, with_postprocess=post, pictures=[picture]
+            model,
+            tmp_path / f"vgg_{fmt}_{post}{EXPORT_FORMATS[fmt].suffix}",  # a file is read by its name's ending
+            fmt,
+            with_postprocess=post,
+            pictures=[picture],
         )
         assert report.checks
 

@@ -2,6 +2,9 @@
 
 The public names below are imported on first use (PEP 562's module `__getattr__`): `import ssd` and the
 `ssd` command's start-up (`ssd --help`) then cost no torch import, and `ssd.build_model` still works.
+
+`ssd.load(path)` opens any model file for inference (a checkpoint, a torchvision file with `arch=`, an ONNX
+or TorchScript export): an object with `predict(images)`, `class_names` and `input_size`.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ssd.version import __version__
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time `__getattr__` imports them
+    from ssd.deploy.loading import load
     from ssd.models.config import SSDConfig
     from ssd.models.postprocess import PostProcessor
     from ssd.models.registry import available_architectures, build_model
@@ -24,6 +28,7 @@ _LAZY_NAMES = {
     "MultiBoxLoss": "ssd.training.loss",
     "available_architectures": "ssd.models.registry",
     "build_model": "ssd.models.registry",
+    "load": "ssd.deploy.loading",
 }
 
 __all__ = [
@@ -32,6 +37,7 @@ __all__ = [
     "MultiBoxLoss",
     "available_architectures",
     "build_model",
+    "load",
     "__version__",
 ]
 

@@ -21,9 +21,11 @@ from typing import Any
 import torch
 
 from ssd.deploy.export import export_model
-from ssd.models.fold import prepare_for_inference
 from ssd.deploy.formats.onnx import OnnxPredictor
+from ssd.deploy.predictor import ExportedPredictor
 from ssd.deploy.threads import set_inference_threads, torch_threads
+from ssd.models.fold import prepare_for_inference
+from ssd.models.registry import build_model
 
 
 def peak_rss_mb() -> float:
@@ -123,6 +125,66 @@ def benchmark_model(
     else:
         raise ValueError(f"unknown backend {backend!r}")
 
+    return _measure(
+        result,
+        predictor,
+        picture,
+        runs,
+        batch_sizes,
+        lambda: _split(prepared, predictor, network, picture, runs),
+    )
+
+
+def benchmark_exported(
+    predictor: ExportedPredictor,
+    picture: torch.Tensor,
+    runs: int = 50,
+    batch_sizes: tuple[int, ...] = (1, 8),
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Benchmark a file `ssd export` wrote, as its predictor runs it (`ssd bench --weights model.onnx`).
+
+    The figures are those of `benchmark_model`. The network's GFLOP count is that of the same architecture
+    built from the file's config; a graph with post-processing inside times it as part of the network
+    (`postprocess_ms` is then 0).
+    """
+    load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    threads = set_inference_threads(threads)
+    gflops_peak = matmul_gflops()
+    # The same network, built from the file's config (random weights, folded as every export is): its count.
+    structure = build_model(predictor.arch, num_classes=predictor.num_classes, config=predictor.config)
+    network_gflop = prepare_for_inference(structure.eval(), channels_last=False).summary()["gflops"]
+    del structure
+    result: dict[str, Any] = {
+        "arch": predictor.arch,
+        "backend": predictor.backend,
+        "file": predictor.path.name,
+        "graph": predictor.graph,
+        "threads": threads,
+        "load_average_at_start": load_average,
+        "fused_batchnorm": True,  # every export is folded
+        "channels_last": False,  # graphs carry no memory layout
+        "input_size": list(predictor.input_size),
+        "picture_size": list(picture.shape[-2:]),
+        "num_classes": predictor.num_classes,
+        "network_gflop_per_picture": network_gflop,
+        "matmul_gflops": gflops_peak,
+        "torch_version": torch.__version__,
+    }
+    return _measure(
+        result, predictor, picture, runs, batch_sizes, lambda: _split_exported(predictor, picture, runs)
+    )
+
+
+def _measure(
+    result: dict[str, Any],
+    predictor,
+    picture: torch.Tensor,
+    runs: int,
+    batch_sizes: tuple[int, ...],
+    split: Callable[[], dict[str, float]],
+) -> dict[str, Any]:
+    """The timed part of a benchmark, added to `result`: latency per batch size, CPU time, memory, split."""
     reset_peak_rss()
     with torch.inference_mode():
         for batch in batch_sizes:
@@ -137,9 +199,9 @@ def benchmark_model(
         # what the wall clock shows on a quiet one (waiting for the CPU is not counted).
         cpu = time_calls(lambda: predictor.predict([picture]), runs, clock=time.process_time)
         result["batch1"]["cpu_ms_p50"] = statistics.median(cpu)
-        result["split_batch1"] = _split(prepared, predictor, network, picture, runs)
+        result["split_batch1"] = split()
     network_ms = result["split_batch1"]["network_ms"]
-    result["network_gflops"] = network_gflop / (network_ms / 1000.0)
+    result["network_gflops"] = result["network_gflop_per_picture"] / (network_ms / 1000.0)
     # Measured again at the end: on a shared host the machine's speed drifts within one benchmark.
     result["matmul_gflops_at_end"] = matmul_gflops()
     return result
@@ -181,6 +243,33 @@ def _split(prepared, predictor, onnx_predictor, picture: torch.Tensor, runs: int
         "preprocess_ms": statistics.median(pre),
         "network_ms": statistics.median(net),
         "postprocess_ms": statistics.median(post),
+    }
+
+
+def _split_exported(predictor: ExportedPredictor, picture: torch.Tensor, runs: int) -> dict[str, float]:
+    """`_split` for an exported file, its PyTorch parts on the threads its `predict` gives them."""
+    size = tuple(picture.shape[-2:])
+    glue = torch_threads(1) if predictor.backend == "onnx" else contextlib.nullcontext()
+    with glue:
+        batch, _ = predictor.preprocess([picture])
+        pre = time_calls(lambda: predictor.preprocess([picture]), runs)
+    outputs = predictor._run_batched(batch)
+    net = time_calls(lambda: predictor._run_batched(batch), runs)
+    post_ms = 0.0  # a graph with post-processing: inside the network's time
+    if predictor.graph == "network":
+        cls_logits, bbox_regression = outputs
+        anchors, input_size = predictor.anchors, predictor.config.input_size
+        glue = torch_threads(1) if predictor.backend == "onnx" else contextlib.nullcontext()
+        with glue:
+            post = time_calls(
+                lambda: predictor.postprocessor(cls_logits, bbox_regression, anchors, input_size, [size]),
+                runs,
+            )
+        post_ms = statistics.median(post)
+    return {
+        "preprocess_ms": statistics.median(pre),
+        "network_ms": statistics.median(net),
+        "postprocess_ms": post_ms,
     }
 
 

@@ -2,7 +2,11 @@
 
 Every export ends with a check: the exported file is loaded by the predictor a user would use
 (`ssd.deploy.formats`), run on sample pictures, and its outputs compared with the PyTorch model's. A mismatch
-fails the export with the numbers (`ExportMismatchError`), so a file that exists is a file that works.
+fails the export with the numbers (`ExportMismatchError`), so a file that exists is a file that works. Every
+file carries the SHA-256 of its content (see each format's file), which the predictor checks on load.
+
+A file is read by the ending of its name (`ssd.models.model_files`), so an export must be named as its
+format: `.onnx`, or `.torchscript` / `.ts`; any other name is refused before anything is written.
 
 The graph's input is `images` `(B, 3, H, W)`: pictures resized to the input size, RGB in [0, 1]
 (normalisation is inside). The outputs are `cls_logits`, `bbox_regression` for the network alone, or
@@ -19,10 +23,10 @@ import torch
 from torch import Tensor, nn
 
 from ssd.deploy.compare import compare_detections
-from ssd.models.fold import prepare_for_inference
-from ssd.deploy.formats import EXPORT_FORMATS, load_predictor
+from ssd.deploy.formats import EXPORT_FORMATS, load_predictor, require_export_name
 from ssd.deploy.predictor import export_metadata
 from ssd.errors import UserError, did_you_mean
+from ssd.models.fold import prepare_for_inference
 
 # Raw header outputs agree when within this, relative to their largest magnitude (and at least absolute).
 NETWORK_TOLERANCE = 1e-4
@@ -77,6 +81,7 @@ def export_model(
         )
     EXPORT_FORMATS[format].require_packages()
     path = Path(path)
+    require_export_name(path, format)  # before anything is built or written
     path.parent.mkdir(parents=True, exist_ok=True)
     # ONNX and TorchScript graphs carry no memory layout: export the folded model in the default one.
     prepared = prepare_for_inference(model, channels_last=False)

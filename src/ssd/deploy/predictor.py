@@ -5,10 +5,15 @@ sizes, and whether post-processing is in the graph). The predictor resizes pictu
 model (`Preprocess`), runs the graph, and either reads the detections from it or, for a network-only export,
 decodes them with our `PostProcessor`. Either way it returns `model.predict`'s detections: one dict per
 picture with `result_boxes` (original pixels), `result_labels`, `result_scores` and `result_confs`.
+
+Every file `ssd export` writes also carries a SHA-256 of its content (how each format defines it: the
+format's file), checked before the file is run: a damaged or edited file is refused in one line, and a file
+exported before the checksum existed loads with a warning.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +30,25 @@ from ssd.ops.boxes import BoxCoder
 
 EXPORT_FORMAT = "ssd-export"
 METADATA_KEY = "ssd"  # ONNX metadata_props key, and the TorchScript extra file's name (ssd.json)
+CHECKSUM_KEY = "ssd.sha256"  # the same for the content's SHA-256 (hex), kept apart from what it covers
+
+
+class UnverifiedExportWarning(UserWarning):
+    """An exported file without a checksum (written before exports carried one): it loads unchecked."""
+
+
+def verify_checksum(path: Path, recorded: str | None, actual: str) -> None:
+    """Refuse a file whose content's SHA-256 is not the one recorded in it; warn where none is recorded."""
+    if recorded is None:
+        warnings.warn(
+            f"{path}: exported without a checksum (by an older ssd), so damage to it cannot be detected; "
+            "export it again to add one",
+            UnverifiedExportWarning,
+            stacklevel=3,
+        )
+        return
+    if recorded.strip().lower() != actual:
+        raise UserError(f"{path}: content does not match its checksum: damaged or edited")
 
 
 def export_metadata(model: torch.nn.Module, graph: str) -> dict[str, Any]:
@@ -92,6 +116,11 @@ class ExportedPredictor:
             BoxCoder(self.config.variances),
         )
         self._anchors: Tensor | None = None
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) the graph takes, as `SSD.input_size`."""
+        return tuple(self.config.input_size)
 
     @property
     def anchors(self) -> Tensor:

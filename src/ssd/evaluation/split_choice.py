@@ -17,6 +17,7 @@ from ssd.data.splits import (
 )
 from ssd.errors import DatasetError
 from ssd.models.checkpoint import is_ssd_checkpoint
+from ssd.models.model_files import WEIGHTS, model_file_kind
 from ssd.models.weights.safe_load import load_pt_file
 
 
@@ -32,6 +33,8 @@ class SplitChoice:
 
 def split_record(weights: str | Path) -> dict[str, Any] | None:
     """The `data` record of one of our checkpoints (None for other files, or checkpoints without one)."""
+    if model_file_kind(weights) != WEIGHTS:  # an exported file keeps no record of its training data
+        return None
     content = load_pt_file(Path(weights))
     record = content.get("data") if is_ssd_checkpoint(content) else None
     return record if isinstance(record, dict) else None

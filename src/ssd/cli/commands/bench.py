@@ -16,13 +16,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--weights",
         default=None,
-        help="a checkpoint, whose architecture and classes are used, or a torchvision file with --arch "
-        "(default: random weights; same speed)",
+        help="a checkpoint, whose architecture and classes are used, a torchvision file with --arch, or an "
+        "exported .onnx / .torchscript, run as `ssd detect` runs it (default: random weights; same speed)",
     )
     parser.add_argument(
         "--num-classes", type=int, default=None, help="classes with background (default: the file's, else 91)"
     )
-    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    parser.add_argument(
+        "--backend",
+        choices=("torch", "onnx"),
+        default=None,
+        help="runtime for a model: torch, or onnx (exported to a temporary file first); an exported file runs "
+        "with its own (default: torch)",
+    )
     parser.add_argument("--picture", default=None, help="picture to run on (default: a 480x640 random one)")
     parser.add_argument("--runs", type=int, default=50, help="timed runs at batch 1 (default: 50)")
     add_threads_argument(parser)
@@ -38,21 +44,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
     import torch
 
-    from ssd.deploy.benchmark import benchmark_model, format_results
+    from ssd.deploy.benchmark import benchmark_model
     from ssd.errors import UserError
 
     require_at_least("--runs", args.runs, 5)
     json_path = output_file(args.json, "bench.json") if args.json else None
+    threads = args.threads
     if args.weights:
-        from ssd.models.checkpoint import load_model
+        from ssd.deploy.loading import load_detector
+        from ssd.deploy.threads import default_threads
 
-        # Our checkpoints say their architecture; --arch is then needed only for a torchvision file.
-        model = load_model(args.weights, arch=args.arch, num_classes=args.num_classes)
+        # The same loader as `ssd detect`: our checkpoints say their architecture (--arch is then needed only
+        # for a torchvision file), and an exported file is run by its own runtime.
+        threads = threads or default_threads()
+        model = load_detector(
+            args.weights, arch=args.arch, num_classes=args.num_classes, threads=threads, prepare=False
+        )
+        if not isinstance(model, torch.nn.Module):
+            return _bench_exported(args, model, threads, json_path)
         if args.arch is not None and model.config.arch != args.arch:
             raise UserError(f"{args.weights}: holds a {model.config.arch} model, not {args.arch}")
     elif args.arch is None:
@@ -61,23 +72,54 @@ def run(args: argparse.Namespace) -> int:
         from ssd.models.registry import build_model
 
         model = build_model(args.arch, num_classes=args.num_classes or 91).eval()
-    if args.picture:
-        from ssd.data.pictures import read_picture
-
-        picture = read_picture(Path(args.picture))
-    else:
-        picture = torch.randint(
-            0, 256, (3, 480, 640), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
-        )
     result = benchmark_model(
         model,
-        picture,
-        backend=args.backend,
+        _picture(args),
+        backend=args.backend or "torch",
         runs=args.runs,
-        threads=args.threads,
+        threads=threads,
         fuse=not args.no_fuse,
         channels_last=not args.no_channels_last,
     )
+    return _report(result, json_path)
+
+
+def _bench_exported(args: argparse.Namespace, predictor, threads: int, json_path) -> int:
+    """`ssd bench --weights model.onnx`: the file as its predictor runs it."""
+    from ssd.deploy.benchmark import benchmark_exported
+    from ssd.errors import UserError
+
+    if args.backend is not None and args.backend != predictor.backend:
+        raise UserError(
+            f"{args.weights}: an exported file runs with its own runtime ({predictor.backend}); --backend is "
+            "for checkpoints"
+        )
+    if args.no_fuse or args.no_channels_last:
+        raise UserError(
+            f"{args.weights}: an exported graph is already folded and has no memory layout; --no-fuse and "
+            "--no-channels-last are for checkpoints"
+        )
+    result = benchmark_exported(predictor, _picture(args), runs=args.runs, threads=threads)
+    return _report(result, json_path)
+
+
+def _picture(args: argparse.Namespace):
+    import torch
+
+    if args.picture:
+        from pathlib import Path
+
+        from ssd.data.pictures import read_picture
+
+        return read_picture(Path(args.picture))
+    return torch.randint(0, 256, (3, 480, 640), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+
+
+def _report(result: dict, json_path) -> int:
+    import json
+
+    from ssd.deploy.benchmark import format_results
+
     print(format_results([result]))
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,8 @@ HELP = "evaluate a model on a dataset split: COCO and VOC metrics, per-class tab
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_file_arguments(
         parser,
-        "a training checkpoint, torchvision SSD weights (with --arch), or a pretrained name (ssd weights list)",
+        "a training checkpoint, torchvision SSD weights (with --arch), an exported .onnx / .torchscript, or a "
+        "pretrained name (ssd weights list)",
         class_names=False,
     )
     parser.add_argument("--datapath", required=True, help="the dataset's folder (COCO, VOC or YOLO layout)")
@@ -55,12 +56,12 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ssd.data import build_dataset
+    from ssd.deploy.loading import load_detector
     from ssd.device import choose_device
     from ssd.errors import UserError
     from ssd.evaluation.evaluator import Evaluator
     from ssd.evaluation.report import format_table, write_report
     from ssd.evaluation.split_choice import split_to_evaluate
-    from ssd.models.checkpoint import load_model
     from ssd.models.weights.resolve import weights_and_arch
 
     require_at_least("--batch-size", args.batch_size, 1)
@@ -85,8 +86,11 @@ def run(args: argparse.Namespace) -> int:
         **built_with,
     )
     # A torchvision file's class count is read from its classification head unless given; the evaluator
-    # then says plainly if it does not fit the dataset.
-    model = load_model(args.weights, arch=args.arch, num_classes=args.num_classes, device=device)
+    # then says plainly if it does not fit the dataset. A checkpoint is evaluated as it is (not folded), to
+    # repeat the figures training logged; an exported file (.onnx, .torchscript) runs as `ssd detect` runs it.
+    model = load_detector(
+        args.weights, arch=args.arch, num_classes=args.num_classes, device=device, prepare=False
+    )
     if model.class_names is not None and list(model.class_names) != list(dataset.class_names):
         raise UserError(
             f"{args.weights} was trained on classes {list(model.class_names)}, but {args.datapath} has "

@@ -12,12 +12,11 @@ from ssd.deploy.predictor import ExportedPredictor
 @dataclass(frozen=True)
 class ExportFormat:
     name: str
-    suffix: str  # the file name ending `ssd export` gives it
+    suffix: str  # the file name ending `ssd export` gives it; which endings are read as it: ssd.models.model_files
     any_batch_size: bool  # whether its files take any batch size without --dynamic-batch
     # (folded model, path, example input, with post-processing, dynamic batch, metadata JSON) -> writes the file
     write: Callable[..., None]
     predictor: Callable[[Path, int | None], ExportedPredictor]  # (path, threads) -> a predictor for the file
-    claims: Callable[[Path], bool]  # whether a file is one of this format's
     # () -> None, raising a one-line error when an optional package it needs is missing: checked before
     # anything is built or written, so a missing package never leaves a half-made file behind
     require_packages: Callable[[], None] = lambda: None

@@ -1,7 +1,18 @@
-"""ONNX: written by PyTorch's exporter, run with onnxruntime on the CPU (optional extra `[onnx]`)."""
+"""ONNX: written by PyTorch's exporter, run with onnxruntime on the CPU (optional extra `[onnx]`).
+
+The checksum. An ONNX file is one protobuf message, `ModelProto`: a sequence of top-level fields, each a key
+(field number and wire type) and its bytes. The file's SHA-256 is recorded in one top-level `metadata_props`
+entry (field 14) with key `ssd.sha256`, and it is the SHA-256 of the file's bytes with that entry's record cut
+out: it covers every other byte of the file (graph, weights, opsets, the `ssd` metadata with the classes).
+`write_onnx` appends the record after the rest of the message, which protobuf allows for any field (a
+repeated field's records may appear anywhere), so cutting it out gives back exactly the bytes that were
+hashed. Checking needs no ONNX library: only the top-level fields are walked (the graph is skipped over by its
+length), so it costs one pass of SHA-256 over the file.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from collections.abc import Sequence
@@ -14,13 +25,105 @@ from torch import Tensor, nn
 
 from ssd.deploy.formats.base import ExportFormat
 from ssd.deploy.graphs import GRAPH_OUTPUTS, DetectionGraph, NetworkGraph
-from ssd.deploy.predictor import METADATA_KEY, ExportedPredictor
+from ssd.deploy.predictor import (
+    CHECKSUM_KEY,
+    EXPORT_FORMAT,
+    METADATA_KEY,
+    ExportedPredictor,
+    verify_checksum,
+)
 from ssd.deploy.threads import default_threads, torch_threads
 from ssd.errors import UserError, require_extra
 from ssd.models.postprocess import Detections
 
 # onnxruntime 1.16+ runs opset 17 fully on the CPU; NonMaxSuppression needs 11, nothing here needs more.
 ONNX_OPSET = 17
+METADATA_PROPS_FIELD = 14  # ModelProto.metadata_props: repeated StringStringEntryProto (key = 1, value = 2)
+_LENGTH_DELIMITED = 2
+
+
+class OnnxBytesError(ValueError):
+    """Bytes that are not a protobuf message: not an ONNX file, or a damaged one."""
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _read_varint(data: bytes | memoryview, position: int, end: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if position >= end or shift > 63:
+            raise OnnxBytesError("a field key or length runs past the end")
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, position
+
+
+def _fields(data: bytes | memoryview, start: int = 0, end: int | None = None):
+    """(field number, wire type, record start, value start, record end) of each field of one message."""
+    end = len(data) if end is None else end
+    position = start
+    while position < end:
+        record_start = position
+        key, position = _read_varint(data, position, end)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            _, position = _read_varint(data, position, end)
+            value_start = position
+        elif wire == 1:
+            value_start, position = position, position + 8
+        elif wire == _LENGTH_DELIMITED:
+            length, value_start = _read_varint(data, position, end)
+            position = value_start + length
+        elif wire == 5:
+            value_start, position = position, position + 4
+        else:  # groups (3, 4) are not used by ONNX, and 6, 7 do not exist
+            raise OnnxBytesError(f"field {field} has wire type {wire}")
+        if field == 0 or position > end:
+            raise OnnxBytesError("a field runs past the end of the message")
+        yield field, wire, record_start, value_start, position
+
+
+def _metadata_entry(key: str, value: str) -> bytes:
+    """One top-level `metadata_props` record (key, length, StringStringEntryProto) for `key: value`."""
+    key_bytes, value_bytes = key.encode(), value.encode()
+    entry = b"\x0a" + _varint(len(key_bytes)) + key_bytes + b"\x12" + _varint(len(value_bytes)) + value_bytes
+    return _varint(METADATA_PROPS_FIELD << 3 | _LENGTH_DELIMITED) + _varint(len(entry)) + entry
+
+
+def onnx_checksum(data: bytes) -> tuple[str | None, str]:
+    """(the SHA-256 recorded in an ONNX file's bytes, or None; the SHA-256 of its bytes without that record),
+    as the module docstring defines them. Raises `OnnxBytesError` for bytes that are not a protobuf message."""
+    view = memoryview(data)
+    recorded, cut = None, None
+    for field, wire, record_start, value_start, record_end in _fields(view):
+        if field != METADATA_PROPS_FIELD or wire != _LENGTH_DELIMITED:
+            continue
+        key = value = None
+        for sub_field, sub_wire, _, sub_start, sub_end in _fields(view, value_start, record_end):
+            if sub_wire == _LENGTH_DELIMITED and sub_field in (1, 2):
+                text = bytes(view[sub_start:sub_end]).decode("utf-8", errors="replace")
+                key, value = (text, value) if sub_field == 1 else (key, text)
+        if key == CHECKSUM_KEY:
+            if cut is not None:
+                raise OnnxBytesError(f"two {CHECKSUM_KEY} entries")
+            recorded, cut = value or "", (record_start, record_end)
+    digest = hashlib.sha256()
+    if cut is None:
+        digest.update(view)
+    else:
+        digest.update(view[: cut[0]])
+        digest.update(view[cut[1] :])
+    return recorded, digest.hexdigest()
 
 
 def write_onnx(
@@ -51,7 +154,9 @@ def write_onnx(
     entry.key, entry.value = METADATA_KEY, metadata
     onnx_model.producer_name = "ssd"
     onnx.checker.check_model(onnx_model)
-    onnx.save(onnx_model, str(path))
+    content = onnx_model.SerializeToString()
+    _, digest = onnx_checksum(content)
+    path.write_bytes(content + _metadata_entry(CHECKSUM_KEY, digest))
 
 
 class OnnxPredictor(ExportedPredictor):
@@ -64,14 +169,22 @@ class OnnxPredictor(ExportedPredictor):
         path = Path(path)
         if not path.is_file():
             raise UserError(f"{path}: no such ONNX file")
+        try:
+            content = path.read_bytes()
+        except OSError as error:
+            raise UserError(f"{path}: cannot be read ({error.strerror or error})") from None
+        try:
+            recorded, actual = onnx_checksum(content)
+        except OnnxBytesError as error:
+            raise UserError(f"{path}: not an ONNX model, or a damaged one ({error})") from None
+        if recorded is not None:  # checked before onnxruntime reads a byte of it
+            verify_checksum(path, recorded, actual)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self.session = onnxruntime.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
-            )
+            self.session = onnxruntime.InferenceSession(content, options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own exception types for a bad file
             raise UserError(f"{path}: onnxruntime cannot load it ({error})") from error
         meta = self.session.get_modelmeta().custom_metadata_map
@@ -79,6 +192,11 @@ class OnnxPredictor(ExportedPredictor):
             metadata = json.loads(meta.get(METADATA_KEY, "{}"))
         except json.JSONDecodeError as error:
             raise UserError(f"{path}: its ssd metadata is not valid JSON ({error})") from error
+        if not isinstance(metadata, dict):
+            raise UserError(f"{path}: its ssd metadata is not a JSON object")
+        if recorded is None and metadata.get("format") == EXPORT_FORMAT:
+            # one of ours from before exports carried a checksum: it loads, with a warning
+            verify_checksum(path, None, actual)
         batch_dim = self.session.get_inputs()[0].shape[0]
         super().__init__(path, metadata, batch_dim if isinstance(batch_dim, int) else None)
         self.input_name = self.session.get_inputs()[0].name
@@ -100,10 +218,6 @@ class OnnxPredictor(ExportedPredictor):
         return [torch.from_numpy(o) for o in outputs]
 
 
-def is_onnx_file(path: Path) -> bool:
-    return path.suffix.lower() == ".onnx"
-
-
 def require_onnx_packages() -> None:
     """Writing a file needs onnx, and its check (every export is checked) needs onnxruntime."""
     require_extra("onnx", "onnx", "exporting to ONNX")
@@ -116,6 +230,5 @@ ONNX = ExportFormat(
     any_batch_size=False,
     write=write_onnx,
     predictor=OnnxPredictor,
-    claims=is_onnx_file,
     require_packages=require_onnx_packages,
 )

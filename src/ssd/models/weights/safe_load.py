@@ -1,4 +1,9 @@
-"""Reading `.pt` files safely: `weights_only=True`, so a downloaded file cannot run code on load."""
+"""Reading `.pt` files safely: `weights_only=True`, so a downloaded file cannot run code on load.
+
+Which files are read here at all is `ssd.models.model_files`' rule: a file named as an export (`.onnx`,
+`.torchscript`, `.ts`) is refused as not weights, and a TorchScript archive under a weights name is refused
+before torch sees it.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from typing import Any
 import torch
 
 from ssd.errors import UserError
+from ssd.models.model_files import KIND_LABELS, WEIGHTS, model_file_kind, refuse_torchscript_named_as_weights
 
 # The first byte of a pickle of protocol 2 or later: torch's legacy (non-zip) files start with one.
 _PICKLE_START = 0x80
@@ -24,6 +30,13 @@ def load_pt_file(path: str | Path, what: str = "weights file") -> Any:
         raise UserError(f"{path}: is a folder, not a {what}")
     if not path.is_file():
         raise UserError(f"{path}: no such {what}")
+    kind = model_file_kind(path)
+    if kind != WEIGHTS:
+        raise UserError(
+            f"{path}: named as an exported {KIND_LABELS[kind]} model, not a {what}; this takes a checkpoint or "
+            "a weights file (.pt, .pth)"
+        )
+    refuse_torchscript_named_as_weights(path)
     try:
         with warnings.catch_warnings():
             # A plain pickle (not torch.save's) makes torch warn about its protocol before it fails or
