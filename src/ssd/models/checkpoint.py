@@ -10,9 +10,6 @@ A checkpoint is a dict of plain types and tensors:
   data                                  the splits it trained and validated on (datapath, train_split,
                                        val_split, automatic, val_fraction, split_seed, split_options):
                                        `ssd eval` without --split evaluates the same pictures
-  memory_format                         {"device_type", "channels_last"}: the layout training ran and
-                                       validated in; `load_model` on that kind of device restores it, so
-                                       the figures training logged are what `ssd eval` measures, bit for bit
 """
 
 from __future__ import annotations
@@ -187,21 +184,7 @@ def load_model(
         model.load_torchvision(path)
     if class_names is not None and model.class_names is None:
         model.class_names = list(class_names)
-    model = model.to(device or "cpu").eval()
-    if is_ssd_checkpoint(content) and _trained_channels_last(content, next(model.parameters()).device):
-        model = model.to(memory_format=torch.channels_last)
-    return model
-
-
-def _trained_channels_last(content: Mapping[str, Any], device: torch.device) -> bool:
-    """Whether training ran in the channels-last layout on this kind of device. Convolutions round
-    differently in the two layouts; in the one training validated in, `ssd eval` repeats its figures."""
-    recorded = content.get("memory_format")
-    return (
-        isinstance(recorded, Mapping)
-        and recorded.get("device_type") == device.type
-        and recorded.get("channels_last") is True
-    )
+    return model.to(device or "cpu").eval()
 
 
 def _rebuild(content: Mapping[str, Any], path: Path, use_ema: bool) -> torch.nn.Module:

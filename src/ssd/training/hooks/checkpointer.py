@@ -73,7 +73,6 @@ def training_checkpoint(trainer: Trainer, epochs_done: int) -> dict[str, Any]:
         stopped_early=trainer.stop_reason,  # a resume then has nothing to do, unless --patience changes
         options=trainer.options.to_dict(),
         data=parts.data.split_record(trainer.options),
-        memory_format={"device_type": parts.device.type, "channels_last": parts.channels_last},
         command=trainer.command,
     )
 
