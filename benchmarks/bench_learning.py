@@ -96,6 +96,7 @@ def train_ours(name: str, datapath: Path, flags: list[str], work: Path) -> dict:
         "train_seconds": round(sum(row["train_seconds"] for row in history), 1),
         "pictures_per_s": round(sum(r["pictures_per_s"] for r in history) / len(history), 2),
         "map_by_epoch": [row.get("mAP") for row in history],
+        "map50_by_epoch": [row.get("mAP50") for row in history],
         "run_dir": str(work / name),
     }
 
@@ -188,12 +189,18 @@ def plot(name: str, ours: dict, reference: dict | None, folder: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(6, 4))
-    maps = ours["map_by_epoch"]
-    axes.plot(range(1, len(maps) + 1), maps, label="ours (defaults)")
+    figure, axes = plt.subplots(figsize=(7, 4))
+    epochs = range(1, len(ours["map_by_epoch"]) + 1)
+    axes.plot(epochs, ours["map_by_epoch"], color="tab:blue", label="ours, mAP")
+    if ours.get("map50_by_epoch"):
+        axes.plot(epochs, ours["map50_by_epoch"], color="tab:blue", linestyle=":", label="ours, mAP@0.5")
     if reference is not None:
-        axes.axhline(reference["mAP"], color="tab:red", linestyle="--", label="torchvision recipe, final")
-    axes.set(xlabel="epoch", ylabel="validation mAP (COCO)", title=f"{name}: {ours['command'][:60]}...")
+        axes.axhline(reference["mAP"], color="tab:red", linestyle="--", label="torchvision recipe, final mAP")
+        axes.axhline(
+            reference["mAP50"], color="tab:red", linestyle=":", label="torchvision recipe, final mAP@0.5"
+        )
+    flags = ours["command"].split("--arch", 1)[-1]
+    axes.set(xlabel="epoch", ylabel="validation (COCO)", ylim=(0, 1), title=f"{name}: --arch{flags}")
     axes.title.set_fontsize(8)
     axes.grid(alpha=0.3)
     axes.legend()
