@@ -160,6 +160,7 @@ def benchmark_exported(
         "backend": predictor.backend,
         "file": predictor.path.name,
         "graph": predictor.graph,
+        "precision": predictor.metadata.get("precision", "fp32"),  # "int8" for an INT8 export
         "threads": threads,
         "load_average_at_start": load_average,
         "fused_batchnorm": True,  # every export is folded

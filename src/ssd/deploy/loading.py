@@ -97,8 +97,8 @@ def describe_detector(detector, weights: str | Path) -> dict[str, Any]:
             parameter.dtype, str(parameter.dtype)
         )
         device = str(parameter.device)
-    else:
-        precision, device = "fp32", "cpu"
+    else:  # an exported file says its precision where it is not fp32 (an INT8 export: "int8")
+        precision, device = str(getattr(detector, "metadata", {}).get("precision", "fp32")), "cpu"
     return {
         "file": Path(weights).name,
         "arch": config.arch,

@@ -31,9 +31,10 @@ class SplitChoice:
     dataset_options: dict[str, Any] = field(default_factory=dict)
 
 
-def split_record(weights: str | Path) -> dict[str, Any] | None:
-    """The `data` record of one of our checkpoints (None for other files, or checkpoints without one)."""
-    if model_file_kind(weights) != WEIGHTS:  # an exported file keeps no record of its training data
+def split_record(weights: str | Path | None) -> dict[str, Any] | None:
+    """The `data` record of one of our checkpoints (None for other files, checkpoints without one, or no file)."""
+    # An exported file keeps no record of its training data, and a model from no file has none either.
+    if weights is None or model_file_kind(weights) != WEIGHTS:
         return None
     content = load_pt_file(Path(weights))
     record = content.get("data") if is_ssd_checkpoint(content) else None
@@ -49,7 +50,8 @@ def _same_dataset(a: str | Path, b: str | Path) -> bool:
         return False
 
 
-def split_to_evaluate(datapath: str, requested: str | None, weights: str | Path) -> SplitChoice:
+def split_to_evaluate(datapath: str, requested: str | None, weights: str | Path | None) -> SplitChoice:
+    """The split to evaluate `weights` on (None: a model from no file, so no record) and why."""
     record = split_record(weights)
     same = record is not None and _same_dataset(record.get("datapath", ""), datapath)
     choice = _choose_split(datapath, requested, weights, record if same else None)
@@ -66,7 +68,7 @@ def split_to_evaluate(datapath: str, requested: str | None, weights: str | Path)
 
 
 def _choose_split(
-    datapath: str, requested: str | None, weights: str | Path, record: dict[str, Any] | None
+    datapath: str, requested: str | None, weights: str | Path | None, record: dict[str, Any] | None
 ) -> SplitChoice:
     """`record`: the checkpoint's split record when it is of this dataset, else None."""
     automatic = is_automatically_split(datapath)
@@ -76,7 +78,7 @@ def _choose_split(
     if requested is not None:  # of a dataset the run divided itself, divided the same way
         return SplitChoice(requested, "as asked (--split)", fraction, seed)
     splits = available_splits(datapath)
-    name = Path(weights).name
+    name = Path(weights).name if weights is not None else ""
     if same:
         val_split = record.get("val_split")
         if record.get("automatic") and automatic and val_split in splits:

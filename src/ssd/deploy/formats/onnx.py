@@ -149,14 +149,27 @@ def write_onnx(
             dynamic_axes=dynamic_axes,
             do_constant_folding=True,
         )
-    onnx_model = onnx.load(str(path))
-    entry = onnx_model.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, metadata
+    path.write_bytes(onnx_file_bytes(onnx.load(str(path)), metadata))
+
+
+def onnx_file_bytes(onnx_model: Any, metadata: str) -> bytes:
+    """The bytes of an ONNX file of ours: `onnx_model` (an `onnx.ModelProto`, changed in place) with
+    `metadata` as its `ssd` entry and, last, the checksum record the module docstring defines.
+
+    Entries `ssd` and `ssd.sha256` it holds already are replaced, so a model rewritten from one of ours
+    (the INT8 quantizer keeps the fp32 file's metadata) gets its own metadata and a checksum of its own bytes.
+    """
+    onnx = require_extra("onnx", "onnx", "writing an ONNX file")
+    kept = [(e.key, e.value) for e in onnx_model.metadata_props if e.key not in (METADATA_KEY, CHECKSUM_KEY)]
+    del onnx_model.metadata_props[:]
+    for key, value in [*kept, (METADATA_KEY, metadata)]:
+        entry = onnx_model.metadata_props.add()
+        entry.key, entry.value = key, value
     onnx_model.producer_name = "ssd"
     onnx.checker.check_model(onnx_model)
     content = onnx_model.SerializeToString()
     _, digest = onnx_checksum(content)
-    path.write_bytes(content + _metadata_entry(CHECKSUM_KEY, digest))
+    return content + _metadata_entry(CHECKSUM_KEY, digest)
 
 
 class OnnxPredictor(ExportedPredictor):
