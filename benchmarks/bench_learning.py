@@ -22,6 +22,7 @@ import argparse
 import json
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -79,6 +80,9 @@ def train_ours(name: str, datapath: Path, flags: list[str], work: Path) -> dict:
     """One `train_ssd.py` run; its history and figures from its last.pt."""
     command = [sys.executable, str(ROOT / "train_ssd.py"), "--datapath", str(datapath), *flags]
     command += ["--project", str(work), "--name", name, "--quiet", "--no-tensorboard"]
+    shutil.rmtree(
+        work / name, ignore_errors=True
+    )  # else the run would go to <name>2 and this read the old one
     started = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, cwd=work)  # --save ssd.pt lands in work/
     wall = time.perf_counter() - started
@@ -168,6 +172,7 @@ def speed(work: Path, reference: str | None) -> dict:
             f"speed_{name}",
             "--quiet",
         ]
+        shutil.rmtree(work / f"speed_{name}", ignore_errors=True)  # else the run goes to speed_<name>2
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         history = torch.load(work / f"speed_{name}" / "last.pt", weights_only=True)["metrics"]
         entry = {"ours": round(history[-1]["pictures_per_s"], 2)}

@@ -183,3 +183,24 @@ def test_predict_runs_the_inference_form_and_remakes_it_when_the_weights_change(
     form = model.inference_form()
     model.load_state_dict(ssd.build_model("mobilenetv3_ssd", num_classes=3, input_size=128).state_dict())
     assert model.inference_form() is not form
+
+
+def test_predict_follows_replaced_weights_new_settings_and_inference_built_models():
+    model = ssd.build_model("mobilenetv3_ssd", num_classes=3, input_size=128).eval()
+    randomise_batchnorm(model)
+    picture = torch.randint(
+        0, 256, (3, 120, 160), dtype=torch.uint8, generator=torch.Generator().manual_seed(2)
+    )
+    model.postprocessor.score_threshold = 0.0
+    many = len(model.predict([picture])[0]["result_scores"])
+    model.postprocessor.score_threshold = 0.99  # a setting changed after the form was made applies at once
+    assert len(model.predict([picture])[0]["result_scores"]) < many
+
+    form = model.inference_form()
+    weight = next(model.parameters())
+    weight.data = weight.data * 2  # replaced, not changed in place: no version bump, a new storage
+    assert model.inference_form() is not form
+
+    with torch.inference_mode():  # a model built and used under inference mode (a server's start-up, say)
+        built = ssd.build_model("mobilenetv3_ssd", num_classes=3, input_size=128).eval()
+        assert isinstance(built.predict([picture]), list)

@@ -4,6 +4,7 @@ the resume command is printed, and resuming ends with exactly the weights of a r
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 
 import pytest
@@ -68,6 +69,21 @@ def test_a_signal_mid_epoch_then_resume_gives_identical_weights(tmp_path, capsys
     assert (checkpoint["epoch"], checkpoint["step"]) == (1, 6)
     assert checkpoint["epoch_progress"]["batches_done"] == 2
     assert not list(run_dir.glob(".*.tmp"))
+
+    # What cannot go on from there is refused in one line: dropping the cut epoch, another world size.
+    assert main(["train", "--resume", str(run_dir), "--epochs", "1"]) == 2
+    assert "stopped during epoch 2; --epochs 1 would drop it (give at least 2)" in capsys.readouterr().err
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    checkpoint["epoch_progress"]["world_size"] = 2
+    torch.save(checkpoint, other / "last.pt")
+    assert main(["train", "--resume", str(other), "--quiet"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(
+        f"error: {other / 'last.pt'} stopped mid-epoch in a run of 2 process(es); it goes on only with as many "
+        "(this run has 1): torchrun --nproc-per-node 2 "
+    )
+    assert line.endswith(f" --resume {other}")
 
     assert main(["train", "--resume", str(run_dir), "--quiet"]) == 0
     assert f"resuming from {run_dir / 'last.pt'} at step 2/4 of epoch 2" in capsys.readouterr().out

@@ -82,10 +82,17 @@ class Record:
         }
 
 
-def _reduction(decoded: tuple[int, int], annotated: tuple[int, int]) -> int | None:
-    """1, 2, 4 or 8: how many times smaller than its annotated (height, width) a picture was decoded (a JPEG
-    decoder rounds the reduced sides up); None when its size does not fit the annotation at all."""
-    for factor in (1, 2, 4, 8):
+def _reduction(
+    decoded: tuple[int, int], annotated: tuple[int, int], shorter_side_at_least: int | None
+) -> int | None:
+    """1, or the factor (2, 4, 8) a JPEG decoded at `shorter_side_at_least` is smaller than its annotated
+    (height, width) by (the decoder rounds the reduced sides up): None when the picture's size fits neither,
+    i.e. it does not match its annotation."""
+    factors = [1]
+    if shorter_side_at_least is not None:
+        # The factor `read_picture` decodes at: the largest whose shorter side keeps `shorter_side_at_least`.
+        factors += [f for f in (8, 4, 2) if min(annotated) / f >= shorter_side_at_least][:1]
+    for factor in factors:
         if decoded == tuple(-(-side // factor) for side in annotated):
             return factor
     return None
@@ -189,7 +196,9 @@ class DetectionDataset(Dataset):
                     orient=record.orient,
                     shorter_side_at_least=shorter_side_at_least,
                 )
-                reduction = _reduction(tuple(image.shape[1:]), (record.height, record.width))
+                reduction = _reduction(
+                    tuple(image.shape[1:]), (record.height, record.width), shorter_side_at_least
+                )
                 if reduction is None:
                     raise DatasetError(
                         f"{record.path}: picture is {image.shape[2]}x{image.shape[1]}, its annotation says "

@@ -58,9 +58,10 @@ def load_detector(
     exported file, or a pretrained name (`ssd weights list`), downloaded the first time.
 
     `prepare`: a PyTorch model is folded and channels-last (`prepare_for_inference`) and PyTorch's thread
-    count set, as `ssd detect` and `ssd serve` run it; with False it is the model as the file rebuilds it,
-    for `ssd eval` (which repeats the figures training logged, in the layout training validated in) and
-    `ssd bench` (which prepares it as asked). Exported files are already folded either way.
+    count set, as `ssd detect` and `ssd serve` run it; with False it is the model as the file rebuilds it
+    (its `predict` still runs the folded inference form, see `SSD.inference_form`) and the thread count is
+    left alone, for `ssd eval` and `ssd bench` (which prepares it as asked). Exported files are already
+    folded either way.
     """
     weights, arch = weights_and_arch(weights, arch)
     if prepare:

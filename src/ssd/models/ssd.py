@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,14 @@ from ssd.ops.boxes import BoxCoder
 # Each model's inference form and the weights' state it was made from (see `SSD.inference_form`); kept outside
 # the module so that copying or saving a model never copies its form, and dropped with the model.
 _INFERENCE_FORMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_INFERENCE_FORM_LOCK = threading.Lock()
+
+
+def _tensor_state(tensor: Tensor) -> tuple:
+    """What changes when a tensor's values may have: its storage, and its version counter (tensors made under
+    `torch.inference_mode()` have none: they cannot be changed in place outside it anyway)."""
+    version = None if tensor.is_inference() else tensor._version
+    return id(tensor), tensor.data_ptr(), version, tensor.device, tensor.dtype
 
 
 class SSD(nn.Module):
@@ -155,30 +164,48 @@ class SSD(nn.Module):
     def predict(self, images: Tensor | Sequence[Any]) -> list[Detections]:
         """Detections for a list of pictures of any size (or one picture), in the pictures' own pixels.
 
-        Runs the model's inference form (`inference_form`: BatchNorm folded into the convolutions,
-        channels-last), the same detections up to float rounding in less time; it is made on the first call
-        and again whenever a weight has changed since (a training step, `load_state_dict`)."""
+        The network runs in the model's inference form (`inference_form`: BatchNorm folded into the
+        convolutions, channels-last), the same detections up to float rounding in less time; the pictures are
+        prepared and the detections chosen by this model's own `preprocess` and `postprocessor`, so a setting
+        changed on them (a score threshold) applies at once."""
         if isinstance(images, Tensor) and images.ndim == 3 or not isinstance(images, (list, tuple, Tensor)):
             images = [images]
-        return self.inference_form()(images)
+        batch, original_sizes = self.preprocess(images)
+        network = self.inference_form()
+        was_training = network.training  # only a prepared model is its own form, and it may be training
+        network.eval()
+        try:
+            cls_logits, bbox_regression = network.head_outputs(batch)
+        finally:
+            network.train(was_training)
+        return self.postprocessor(
+            cls_logits, bbox_regression, self.anchors, self.config.input_size, original_sizes
+        )
 
     def inference_form(self) -> SSD:
         """This model made ready for inference (`ssd.models.fold.prepare_for_inference`), in eval mode, kept
-        while the weights stay as they are. Each tensor's version counter, which every in-place change
-        (an optimizer step, a `copy_` of `load_state_dict`) increments, tells whether they have."""
+        while the weights stay as they are: made again when a tensor was changed in place (an optimizer step,
+        a `copy_` of `load_state_dict`: its version counter moves) or replaced (`param.data = ...`: its
+        storage moves). Hooks added to the model later are not seen by the form."""
         if getattr(self, "is_inference_form", False):
             return self
-        tensors = [*self.parameters(), *self.buffers()]
-        key = tuple((id(t), t._version, t.device, t.dtype) for t in tensors)
+        key = tuple(_tensor_state(t) for t in (*self.parameters(), *self.buffers()))
         kept = _INFERENCE_FORMS.get(self)
         if kept is not None and kept[0] == key:
             return kept[1]
-        # Made from normal tensors even under `torch.inference_mode()` (an evaluation), so the form can be
-        # used outside it too.
-        with torch.inference_mode(False), torch.no_grad():
-            form = prepare_for_inference(self)
-        _INFERENCE_FORMS[self] = (key, form)
-        return form
+        with _INFERENCE_FORM_LOCK:  # one build at a time: threads calling predict at once share it
+            kept = _INFERENCE_FORMS.pop(
+                self, None
+            )  # an out-of-date form is dropped before the new one is made
+            if kept is not None and kept[0] == key:
+                _INFERENCE_FORMS[self] = kept
+                return kept[1]
+            # Made from normal tensors even under `torch.inference_mode()` (an evaluation), so the form can be
+            # used outside it too.
+            with torch.inference_mode(False), torch.no_grad():
+                form = prepare_for_inference(self)
+            _INFERENCE_FORMS[self] = (key, form)
+            return form
 
     def load_torchvision(self, path: str | Path) -> list[str]:
         """Load a torchvision SSD checkpoint or an ImageNet backbone file; returns notes on what was done."""

@@ -9,9 +9,10 @@ the whole process group, and a worker that died of it would take the batch the l
 
 from __future__ import annotations
 
+import os
+import shlex
 import signal
 import threading
-from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -29,8 +30,8 @@ class StopRequests:
     their usual effect and `received` stays None.
     """
 
-    def __init__(self, emit: Callable[[str], None]):
-        self.emit = emit
+    def __init__(self, announce: bool = True):
+        self.announce = announce  # rank 0 says what is happening; the others stop quietly
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
 
@@ -48,11 +49,13 @@ class StopRequests:
     def _handle(self, number: int, frame: FrameType | None) -> None:
         if self.received is not None and number == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now
-        if self.received is None:
-            self.emit(
+        if self.received is None and self.announce:
+            # Written straight to the file descriptor: the signal may have come in the middle of a print,
+            # and Python's buffered streams cannot be entered twice.
+            notice = (
                 f"\n{signal.Signals(number).name}: stopping after this step to write a resumable checkpoint "
-                "(Ctrl-C again to stop at once)"
             )
+            os.write(2, (notice + "(Ctrl-C again to stop at once)\n").encode())
         self.received = number
 
     def agreed(self, context: DistributedContext) -> int | None:
@@ -72,9 +75,14 @@ def ignore_interrupts(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def resume_command(command: list[str], run_dir: object) -> str:
-    """The command that continues the run in `run_dir`, in the form the user started it."""
+def resume_command(command: list[str], run_dir: object, world_size: int = 1) -> str:
+    """The command that continues the run in `run_dir`, in the form the user started it (under torchrun with
+    as many processes: a mid-epoch checkpoint goes on only with the world size it was written with)."""
     script = str(command[0]) if command else ""
+    folder = shlex.quote(str(run_dir))
+    if world_size > 1:
+        entry = shlex.quote(script) if script.endswith(".py") else "-m ssd train"
+        return f"torchrun --nproc-per-node {world_size} {entry} --resume {folder}"
     if script.endswith("train_ssd.py"):
-        return f"python {script} --resume {run_dir}"
-    return f"ssd train --resume {run_dir}"
+        return f"python {shlex.quote(script)} --resume {folder}"
+    return f"ssd train --resume {folder}"

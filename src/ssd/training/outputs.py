@@ -16,7 +16,7 @@ from torch import nn
 from ssd.errors import UserError
 
 # Optimiser state kept per parameter, in parameter-sized tensors (SGD's momentum; Adam's two moments).
-OPTIMIZER_SLOTS = {"sgd": 1, "adam": 2, "adamw": 2}
+OPTIMIZER_SLOTS = {"sgd": 1, "adamw": 2}
 
 
 def make_writable_folder(folder: Path, setting: str) -> None:

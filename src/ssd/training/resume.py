@@ -46,6 +46,11 @@ def read_resume(options: TrainOptions, changes: dict[str, Any]) -> tuple[TrainOp
             raise UserError(
                 f"{path} has already trained {content['epoch']} epochs; --epochs {value} is fewer"
             )
+        if name == "epochs" and value == int(content["epoch"]) and content.get("epoch_progress"):
+            raise UserError(
+                f"{path} stopped during epoch {int(content['epoch']) + 1}; --epochs {value} would drop it "
+                f"(give at least {value + 1})"
+            )
         setattr(stored, name, value)
     stored.resume = str(path)
     return stored, ResumePoint(path, content)

@@ -124,7 +124,7 @@ class Trainer:
         self.improved = False  # this epoch's validation mAP is the best so far
         self.evaluation: EvaluationResult | None = None  # this epoch's validation result, if it evaluated
         self.stop_reason: str | None = None  # set by a hook (rank 0) to end the run after this epoch
-        self.stop_requests = StopRequests(self.emit)  # Ctrl-C and SIGTERM, while the epochs run
+        self.stop_requests = StopRequests()  # Ctrl-C and SIGTERM, while the epochs run
         self.resumed = False  # this process continues a stopped run
         self.resumed_progress: dict[str, Any] | None = None  # a mid-epoch checkpoint's `epoch_progress`
 
@@ -150,6 +150,7 @@ class Trainer:
 
     def _fit(self) -> TrainResult:
         started = time.perf_counter()
+        self.stop_requests = StopRequests(announce=self.context.is_main)
         self.options, resume = read_resume(self.options, self.resume_changes)
         _seed_everything(self.options.seed)
         data = load_training_data(self.options)
@@ -237,7 +238,7 @@ class Trainer:
         run_dir = self.parts.run_dir
         return RunInterrupted(
             f"stopped {where}; {run_dir / LAST} holds the run so far. To continue it: "
-            f"{resume_command(self.command, run_dir)}",
+            f"{resume_command(self.command, run_dir, self.context.world_size)}",
             signal_number,
         )
 
@@ -334,7 +335,8 @@ class Trainer:
         total = meter.summed_over_processes(self.context)
         return {
             "epoch": epoch,
-            "batches_done": batches_done,
+            "batches_done": batches_done,  # per process: with `world_size`, where the epoch's order stands
+            "world_size": self.context.world_size,
             "sums": dict(total.sums),
             "good_steps": total.good_steps,
             "bad_steps": total.bad_steps,
@@ -348,6 +350,13 @@ class Trainer:
             raise UserError(
                 f"{self.options.resume}: its mid-epoch record is for epoch {int(progress['epoch']) + 1}, "
                 f"not {epoch + 1}: the checkpoint is inconsistent"
+            )
+        written_by = int(progress.get("world_size", 1))
+        if written_by != self.context.world_size:
+            raise UserError(
+                f"{self.options.resume} stopped mid-epoch in a run of {written_by} process(es); it goes on only "
+                f"with as many (this run has {self.context.world_size}): "
+                f"{resume_command(self.command, self.parts.run_dir, written_by)}"
             )
         meter = EpochMeter()
         if self.context.is_main:

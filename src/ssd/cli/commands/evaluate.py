@@ -86,8 +86,9 @@ def run(args: argparse.Namespace) -> int:
         **built_with,
     )
     # A torchvision file's class count is read from its classification head unless given; the evaluator
-    # then says plainly if it does not fit the dataset. A checkpoint is evaluated as it is (not folded), to
-    # repeat the figures training logged; an exported file (.onnx, .torchscript) runs as `ssd detect` runs it.
+    # then says plainly if it does not fit the dataset. A checkpoint's `predict` runs its inference form, as
+    # training's evaluation does, so the figures training logged are repeated; an exported file (.onnx,
+    # .torchscript) runs as `ssd detect` runs it.
     model = load_detector(
         args.weights, arch=args.arch, num_classes=args.num_classes, device=device, prepare=False
     )

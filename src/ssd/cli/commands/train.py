@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _flag(
         data,
         "--anchor-scales",
-        help="default-box scales: 'auto' (default: the first map's fitted to the training boxes), 'default' (the architecture's) or 's1,...,s(m+1)'",
+        help="default-box scales: 'auto' (default, synthetic: 'default'; the first map's fitted to the training boxes), 'default' (the architecture's) or 's1,...,s(m+1)'",
     )
     _flag(
         data,
@@ -84,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _flag(schedule, "--optimizer", help="adamw (default) or sgd (with momentum)")
     _flag(schedule, "--momentum", float, "SGD momentum / AdamW beta1 (default: 0.9)")
-    _flag(schedule, "--weight-decay", float, "never on BatchNorm or biases (default: 4e-5)")
+    _flag(schedule, "--weight-decay", float, "never on BatchNorm or biases (default: 4e-5; synthetic: 5e-4)")
     _flag(schedule, "--scheduler", help="cosine (default) or multistep, after the warm-up")
     _flag(
         schedule,
@@ -93,15 +93,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _flag(schedule, "--gamma", float, "multistep factor (default: 0.1)")
     _flag(
-        schedule, "--warmup-epochs", float, "linear warm-up length in epochs, may be fractional (default: 2)"
+        schedule,
+        "--warmup-epochs",
+        float,
+        "linear warm-up length in epochs, may be fractional (default: 2; synthetic: 0.5)",
     )
     _flag(schedule, "--warmup-factor", float, "lr multiplier at the first step (default: 0.001)")
-    _flag(schedule, "--min-lr-ratio", float, "cosine ends at lr times this (default: 0.01)")
+    _flag(schedule, "--min-lr-ratio", float, "cosine ends at lr times this (default: 0.01; synthetic: 0)")
     _flag(schedule, "--clip-grad", float, "max gradient norm, 0: off (default: 10)")
     _switch(
         schedule,
         "--ema",
-        "keep an exponential moving average of the weights; evaluate and ship it (default: on)",
+        "keep an exponential moving average of the weights; evaluate and ship it (default: on; synthetic: off)",
     )
     _flag(schedule, "--ema-decay", float, "EMA decay (default: 0.9998)")
     _flag(
