@@ -24,3 +24,14 @@ def shared_path(path: Path) -> Path:
 def _seed_and_threads():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a whole module (its module-scoped exports too): these tests compare outputs,
+    and on a busy 2-core machine torch's spinning OpenMP workers make small work several times slower.
+    Use it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -51,14 +51,7 @@ MARKER = "TROJAN-FORWARD-RAN"
 DAMAGED = "content does not match its checksum: damaged or edited"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Module-wide, so the exports made once for the module run on one thread too: on a busy 2-core machine,
-    # torch's spinning OpenMP workers make everything several times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,7 @@ from ssd.errors import UserError
 EXPORTS = [("onnx", False), ("onnx", True), ("torchscript", False), ("torchscript", True)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The exports are compared, not timed: one thread avoids OpenMP workers waiting on a busy CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def bccd_pictures(count: int) -> list[torch.Tensor]:

@@ -43,13 +43,7 @@ CHECK_LINE = re.compile(
 POSTPROCESSING_OPS = {"NonMaxSuppression", "Softmax", "TopK", "Exp", "GatherElements", "ScatterElements"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small batches of small pictures: a second thread on a busy 2-core machine slows them down.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
