@@ -119,6 +119,37 @@ def test_loss_matches_a_direct_computation():
     assert int(out["num_positives"]) == num_pos
 
 
+def test_quality_classification_targets_the_iou_of_each_positives_box():
+    """cls_loss="quality": a positive's target is its class with probability IoU(decoded box, object) and
+    the background with the rest; the negatives and the localisation are those of plain cross-entropy."""
+    torch.manual_seed(0)
+    plain, quality = MultiBoxLoss(NUM_CLASSES), MultiBoxLoss(NUM_CLASSES, cls_loss="quality")
+    cls_logits, bbox_regression = random_predictions(2)
+    bbox_regression = (bbox_regression * 0.1).detach().requires_grad_()  # boxes near their default boxes
+    ce, qfl = (
+        plain(cls_logits, bbox_regression, ANCHORS, TARGETS),
+        quality(cls_logits, bbox_regression, ANCHORS, TARGETS),
+    )
+    assert float(qfl["loc_loss"]) == pytest.approx(float(ce["loc_loss"]))
+
+    matches = IoUMatcher()(ANCHORS, pad_targets(TARGETS, NUM_CLASSES, "cpu"))
+    decoded = BoxCoder().decode(bbox_regression.detach(), ANCHORS)
+    difference = 0.0
+    for b in range(2):
+        positive = matches.labels[b] > 0
+        iou = torch.diag(ssd.ops.boxes.box_iou(decoded[b][positive], matches.boxes[b][positive]))
+        log_p = F.log_softmax(cls_logits[b][positive].detach(), -1)
+        on_label = log_p.gather(1, matches.labels[b][positive][:, None]).squeeze(1)
+        # soft target minus hard target, on the positives only
+        difference += float((-(iou * on_label + (1 - iou) * log_p[:, 0]) + on_label).sum())
+    num_pos = int(ce["num_positives"])
+    assert float(qfl["conf_loss"]) == pytest.approx(float(ce["conf_loss"]) + difference / num_pos, rel=1e-5)
+    qfl["loss"].backward()
+    assert torch.isfinite(cls_logits.grad).all() and bbox_regression.grad.abs().sum() > 0
+    with pytest.raises(UserError, match="cls_loss must be one of ce, quality; got 'qfl'"):
+        MultiBoxLoss(NUM_CLASSES, cls_loss="qfl")
+
+
 @pytest.mark.parametrize("ratio", [1, 3, 7])
 def test_hard_negative_mining_keeps_the_hardest_negatives_per_image(ratio):
     criterion = MultiBoxLoss(NUM_CLASSES, neg_pos_ratio=ratio)

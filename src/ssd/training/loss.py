@@ -8,7 +8,10 @@ Per batch:
    boxes;
 3. classification: cross-entropy on the positives and on the hardest negatives of each picture, ranked by
    their cross-entropy and kept at most `neg_pos_ratio` per positive (hard negative mining); a picture
-   without objects keeps `negatives_per_empty_image` of them so that it still teaches where nothing is;
+   without objects keeps `negatives_per_empty_image` of them so that it still teaches where nothing is.
+   With `cls_loss="quality"` a positive's target is soft: its class gets the IoU of its decoded box with
+   the object, the background the rest, so that the score learnt ranks boxes by how well they fit (the
+   idea of quality focal loss, kept on SSD's softmax so that post-processing is unchanged);
 4. both sums are divided by the number of positives, guarded against zero (see `_normaliser`).
 
 Background is class 0 and `num_classes` counts it: a dataset with 3 object classes trains with num_classes=4.
@@ -21,11 +24,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssd.errors import UserError, did_you_mean
-from ssd.ops.boxes import BoxCoder, elementwise_generalized_box_iou
+from ssd.ops.boxes import BoxCoder, box_area, elementwise_generalized_box_iou
 from ssd.training.matching import HungarianMatcher, IoUMatcher, pad_targets
 from ssd.training.options import TrainOptions
 
 LOC_LOSSES = ("smooth_l1", "l1", "giou")
+CLS_LOSSES = ("ce", "quality")
 
 
 class MultiBoxLoss(nn.Module):
@@ -37,6 +41,8 @@ class MultiBoxLoss(nn.Module):
         neg_pos_ratio: at most this many mined negatives per positive, per picture.
         loc_loss: "smooth_l1" (SSD's), "l1", or "giou" (1 - GIoU between decoded and ground-truth boxes).
         loc_weight: weight of the localisation term in the total (SSD's alpha).
+        cls_loss: "ce" (SSD's: a positive's target is its class) or "quality" (its class with the IoU of its
+            decoded box as the target probability, the background with the rest).
         negatives_per_empty_image: hardest negatives kept in a picture with no positive.
         box_coder: must be the post-processor's coder so that what is learnt decodes the same way.
 
@@ -51,6 +57,7 @@ class MultiBoxLoss(nn.Module):
         neg_pos_ratio: float = 3.0,
         loc_loss: str = "smooth_l1",
         loc_weight: float = 1.0,
+        cls_loss: str = "ce",
         negatives_per_empty_image: int = 16,
         box_coder: BoxCoder | None = None,
     ):
@@ -65,6 +72,11 @@ class MultiBoxLoss(nn.Module):
                 f"loc_loss must be one of {', '.join(LOC_LOSSES)}; got {loc_loss!r}"
                 + did_you_mean(str(loc_loss), LOC_LOSSES)
             )
+        if cls_loss not in CLS_LOSSES:
+            raise UserError(
+                f"cls_loss must be one of {', '.join(CLS_LOSSES)}; got {cls_loss!r}"
+                + did_you_mean(str(cls_loss), CLS_LOSSES)
+            )
         if neg_pos_ratio <= 0:
             raise UserError(f"neg_pos_ratio must be positive, got {neg_pos_ratio}")
         if negatives_per_empty_image < 0:
@@ -74,6 +86,7 @@ class MultiBoxLoss(nn.Module):
         self.neg_pos_ratio = neg_pos_ratio
         self.loc_loss = loc_loss
         self.loc_weight = loc_weight
+        self.cls_loss = cls_loss
         self.negatives_per_empty_image = negatives_per_empty_image
         self.box_coder = box_coder if box_coder is not None else BoxCoder()
 
@@ -105,7 +118,7 @@ class MultiBoxLoss(nn.Module):
         anchors = anchors.float()
         gt = pad_targets(targets, self.num_classes, cls_logits.device)
         predictions = {}
-        if self.matcher.needs_predictions:
+        if self.matcher.needs_predictions or self.cls_loss == "quality":
             with torch.no_grad():
                 predictions = {
                     "pred_boxes": self.box_coder.decode(bbox_regression.detach().float(), anchors),
@@ -124,7 +137,11 @@ class MultiBoxLoss(nn.Module):
         normaliser = self._normaliser(num_positives, mined.sum())
         selected_logits = cls_logits[selected].float()
         selected_labels = matches.labels[selected]
-        conf_loss = F.cross_entropy(selected_logits, selected_labels, reduction="sum") / normaliser
+        if self.cls_loss == "quality":
+            quality = self._fit_quality(predictions["pred_boxes"], matches.boxes, positive)[selected]
+            conf_loss = self._soft_cross_entropy(selected_logits, selected_labels, quality) / normaliser
+        else:
+            conf_loss = F.cross_entropy(selected_logits, selected_labels, reduction="sum") / normaliser
 
         loc_loss = self._localisation(bbox_regression, anchors, matches.boxes, positive) / normaliser
         with torch.no_grad():
@@ -156,6 +173,25 @@ class MultiBoxLoss(nn.Module):
         top = ranked.topk(k, dim=1, sorted=True).indices
         keep = torch.arange(k, device=labels.device)[None, :] < wanted[:, None]
         return torch.zeros_like(candidate).scatter(1, top, keep) & candidate
+
+    @staticmethod
+    def _fit_quality(pred_boxes: Tensor, gt_boxes: Tensor, positive: Tensor) -> Tensor:
+        """Per default box, the IoU of its decoded box with its object (1 where it is not a positive)."""
+        top_left = torch.maximum(pred_boxes[..., :2], gt_boxes[..., :2])
+        bottom_right = torch.minimum(pred_boxes[..., 2:], gt_boxes[..., 2:])
+        intersection = (bottom_right - top_left).clamp(min=0).prod(-1)
+        union = box_area(pred_boxes) + box_area(gt_boxes) - intersection
+        iou = intersection / union.clamp(min=torch.finfo(union.dtype).eps)
+        return torch.where(positive, iou, torch.ones_like(iou))
+
+    @staticmethod
+    def _soft_cross_entropy(logits: Tensor, labels: Tensor, quality: Tensor) -> Tensor:
+        """Summed cross-entropy against `quality` on the label and `1 - quality` on the background.
+
+        A negative (label 0) has quality 1 on the background: plain cross-entropy."""
+        log_p = F.log_softmax(logits, dim=-1)
+        on_label = log_p.gather(1, labels[:, None]).squeeze(1)
+        return -(quality * on_label + (1 - quality) * log_p[:, 0]).sum()
 
     def _normaliser(self, num_positives: Tensor, num_mined: Tensor) -> Tensor:
         """The number of positives; where a batch has few or none, the mined negatives count in their place.
@@ -196,4 +232,5 @@ def build_loss(model: nn.Module, options: TrainOptions) -> MultiBoxLoss:
         neg_pos_ratio=options.neg_pos_ratio,
         loc_loss=options.loc_loss,
         loc_weight=options.loc_weight,
+        cls_loss=options.cls_loss,
     )

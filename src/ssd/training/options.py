@@ -72,6 +72,7 @@ class TrainOptions:
     iou_threshold: float = 0.5
     loc_loss: str = "smooth_l1"
     loc_weight: float = 1.0
+    cls_loss: str = "ce"
     neg_pos_ratio: float = 3.0
     augment: str | None = None  # None: the architecture's own recipe (`ssdlite` for MobileNetV3, else `ssd`)
     # fine-tuning

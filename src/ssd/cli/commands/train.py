@@ -118,6 +118,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _flag(loss, "--matcher", help="iou (SSD's, default) or hungarian (one default box per object)")
     _flag(loss, "--iou-threshold", float, "IoU from which a default box matches an object (default: 0.5)")
     _flag(loss, "--loc-loss", help="smooth_l1 (default), l1 or giou")
+    _flag(
+        loss,
+        "--cls-loss",
+        help="ce (SSD's cross-entropy, default) or quality (a positive's target probability is the IoU of "
+        "its box)",
+    )
     _flag(loss, "--loc-weight", float, "weight of the localisation loss (default: 1)")
     _flag(loss, "--neg-pos-ratio", float, "hard negatives per positive (default: 3)")
 
