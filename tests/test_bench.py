@@ -47,9 +47,35 @@ def test_bench_command_writes_json(tmp_path, capsys):
         ]
     )
     assert code == 0
-    result = json.loads(out.read_text())
+    written = json.loads(out.read_text())
+    (result,) = written["results"]
     assert result["arch"] == "mobilenetv3_ssd" and result["backend"] == "torch" and result["fused_batchnorm"]
-    assert "pic/s" in capsys.readouterr().out
+    assert result["precision"] == "fp32"
+    machine = written["machine"]
+    assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and machine["cores"] >= 1
+    assert machine["matmul"]["fp32"] > 0 and set(machine["matmul"]) == {"fp32", "bf16", "int8"}
+    printed = capsys.readouterr().out
+    assert "pic/s" in printed and f"PyTorch sees {machine['cpu_capability']}" in printed
+
+
+def test_bench_all_gives_one_row_per_available_backend(tmp_path, capsys):
+    from ssd.cli.commands.bench import BACKENDS
+    from ssd.deploy.benchmark import BACKENDS as MODULE_BACKENDS
+    from ssd.deploy.benchmark import available_backends
+
+    assert BACKENDS == MODULE_BACKENDS  # the command's copy, kept so that --help need not import torch
+    out = tmp_path / "bench.json"
+    argv = ["bench", "--arch", "mobilenetv3_small_ssd", "--num-classes", "3", "--runs", "5", "--threads", "1"]
+    assert main([*argv, "--backend", "all", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert [r["backend"] for r in results] == available_backends()
+    for r in results:
+        assert r["precision"] == ("bf16" if r["backend"].endswith("bf16") else "fp32")
+        assert r["batch1"]["p50_ms"] > 0 and r["split_batch1"]["network_ms"] > 0
+    table = capsys.readouterr().out
+    assert len([line for line in table.splitlines() if line.startswith("mobilenetv3_small_ssd")]) == len(
+        results
+    )
 
 
 def test_onnx_backend_benchmarks_an_export_and_leaves_no_files(tmp_path, monkeypatch):

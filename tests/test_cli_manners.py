@@ -167,7 +167,8 @@ def benchmarked(monkeypatch):
         return {}
 
     monkeypatch.setattr(benchmark, "benchmark_model", fake_benchmark)
-    monkeypatch.setattr(benchmark, "format_results", lambda results: "")
+    monkeypatch.setattr(benchmark, "format_results", lambda results, machine_info=None: "")
+    monkeypatch.setattr(benchmark, "machine", lambda: {})
     return seen
 
 

@@ -516,7 +516,7 @@ def test_ssd_bench_runs_an_export_as_its_runtime(onnx_export, tmp_path, capfd):
     out = tmp_path / "bench.json"
     argv = ["bench", "--weights", str(onnx_export), "--runs", "5", "--threads", "1", "--json", str(out)]
     assert main(argv) == 0
-    result = json.loads(out.read_text())
+    (result,) = json.loads(out.read_text())["results"]
     assert result["backend"] == "onnx" and result["graph"] == "network" and result["file"] == "tiny.onnx"
     assert result["batch1"]["p50_ms"] > 0 and result["split_batch1"]["postprocess_ms"] > 0
     assert result["network_gflop_per_picture"] > 0

@@ -338,7 +338,7 @@ def test_ssd_eval_detect_and_bench_run_the_int8_file(int8_export, dataset, folde
         ["bench", "--weights", str(path), "--runs", "5", "--threads", "1", "--json", str(bench)]
     )
     assert code == 0, err
-    result = json.loads(bench.read_text())
+    (result,) = json.loads(bench.read_text())["results"]
     assert result["backend"] == "onnx" and result["precision"] == "int8" and result["batch1"]["p50_ms"] > 0
 
 

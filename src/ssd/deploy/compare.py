@@ -93,3 +93,53 @@ def _highest_tie(scores: Tensor, tie_atol: float) -> float:
     ordered = torch.sort(scores, descending=True).values
     close = (ordered[:-1] - ordered[1:]) <= tie_atol
     return float(ordered[:-1][close][0]) if bool(close.any()) else float("-inf")
+
+
+@dataclass
+class TopAgreement:
+    """How many of a reference's best detections another runtime also finds (same label, IoU >= min_iou)."""
+
+    compared: int
+    found: int
+    min_iou: float
+    min_share: float
+
+    @property
+    def share(self) -> float:
+        return self.found / self.compared if self.compared else 1.0
+
+    @property
+    def ok(self) -> bool:
+        return self.share >= self.min_share
+
+    def describe(self) -> str:
+        return (
+            f"{self.found} of the reference's top {self.compared} found with the same label at IoU >= "
+            f"{self.min_iou:g} ({self.share:.1%}, at least {self.min_share:.0%} needed)"
+        )
+
+
+def compare_top_detections(
+    candidate: dict[str, Tensor],
+    reference: dict[str, Tensor],
+    top: int = 100,
+    min_iou: float = 0.9,
+    min_share: float = 0.95,
+) -> TopAgreement:
+    """The agreement asked of a lower precision (bf16, INT8) with fp32: of `reference`'s `top` best
+    detections, the share for which `candidate` holds one of the same label at IoU >= `min_iou`, each
+    candidate detection used once. Scores are not compared: rounding moves them, and with them the order
+    of near-equal ones, which is why a match is looked for anywhere in the candidate's list."""
+    from scipy.optimize import linear_sum_assignment
+
+    from ssd.ops.boxes import box_iou
+
+    order = torch.argsort(reference["result_scores"], descending=True)[:top]
+    ref_boxes, ref_labels = reference["result_boxes"][order].double(), reference["result_labels"][order]
+    iou = box_iou(ref_boxes, candidate["result_boxes"].double())
+    eligible = (ref_labels[:, None] == candidate["result_labels"][None]) & (iou >= min_iou)
+    found = 0
+    if eligible.numel():
+        rows, cols = linear_sum_assignment((~eligible).numpy().astype(np.float64))
+        found = int(eligible[rows, cols].sum())
+    return TopAgreement(compared=len(order), found=found, min_iou=min_iou, min_share=min_share)

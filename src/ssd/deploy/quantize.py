@@ -215,19 +215,27 @@ def export_int8(
     batch_size: int = 8,
     workers: int = 0,
     say: Callable[[str], None] | None = None,
+    format: str = "onnx",
 ) -> Int8Report:
     """Write `model` as an INT8 ONNX file at `path`, calibrated on `calibration`; see the module docstring.
 
     `weights` is the file the model came from, whose record of its validation split (one of our
     checkpoints) chooses the check's split as `ssd eval` would. `check_pictures` go to the fp32 export's
     check. `say` gets a line at each stage (the command prints them). Raises `MapDropError` when INT8 mAP
-    is below fp32's by more than `max_map_drop`, leaving nothing at `path`.
+    is below fp32's by more than `max_map_drop`, leaving nothing at `path`. `format` "openvino" converts
+    the INT8 ONNX graph to an OpenVINO IR (`ssd.deploy.formats.openvino`); the IR is what is evaluated.
     """
     say = say or (lambda line: None)
     check_int8_settings(calibration_pictures, max_map_drop)
     require_quantization_packages()
+    if format not in ("onnx", "openvino"):
+        raise UserError(f"INT8 exports are ONNX or OpenVINO files, not {format}")
+    if format == "openvino":
+        from ssd.deploy.formats.openvino import require_openvino
+
+        require_openvino()
     path = Path(path)
-    require_export_name(path, "onnx")
+    require_export_name(path, format)
     datapath = str(calibration)
 
     # Both datasets first: a wrong path or class list fails before any export work.
@@ -294,6 +302,11 @@ def export_int8(
         quantized = onnx.load(str(quantized_path))
         int8_path = folder / "int8.onnx"
         int8_path.write_bytes(onnx_file_bytes(quantized, json.dumps(metadata)))
+        if format == "openvino":
+            from ssd.deploy.formats.openvino import write_ir_from_onnx
+
+            int8_path = folder / "int8.xml"
+            write_ir_from_onnx(folder / "int8.onnx", int8_path, json.dumps(metadata))
         int8 = load_predictor(int8_path)  # as every reader of the file will: checksum checked, metadata read
 
         say(
@@ -337,16 +350,36 @@ def export_int8(
             "fp32_map": fp32_map,
             "int8_map": int8_map,
         }
-        content = onnx_file_bytes(quantized, json.dumps(metadata))
-        partial = path.with_name(f".{path.name}.partial")
-        try:
-            partial.write_bytes(content)
-            os.replace(partial, path)  # the final name holds a whole, checked file or nothing new
-        except OSError as error:
-            raise UserError(f"{path}: cannot be written ({error.strerror or error})") from None
-        finally:
-            partial.unlink(missing_ok=True)
+        _write_final(quantized, json.dumps(metadata), path, format, folder)
     return report
+
+
+def _write_final(quantized, metadata: str, path: Path, format: str, folder: Path) -> None:
+    """The checked INT8 graph with its final metadata at `path`, written beside it and then renamed: the
+    final name holds a whole, checked file or nothing new (an IR's `.bin` goes first, then its `.xml`)."""
+    content = onnx_file_bytes(quantized, metadata)
+    files = {path: content}
+    if format == "openvino":
+        from ssd.deploy.formats.openvino import weights_path, write_ir_from_onnx
+
+        (folder / "final.onnx").write_bytes(content)
+        write_ir_from_onnx(folder / "final.onnx", folder / "final.xml", metadata)
+        files = {
+            weights_path(path): weights_path(folder / "final.xml").read_bytes(),
+            path: (folder / "final.xml").read_bytes(),
+        }
+    partials = []
+    try:
+        for target, data in files.items():
+            partial = target.with_name(f".{target.name}.partial")
+            partials.append(partial)
+            partial.write_bytes(data)
+            os.replace(partial, target)
+    except OSError as error:
+        raise UserError(f"{path}: cannot be written ({error.strerror or error})") from None
+    finally:
+        for partial in partials:
+            partial.unlink(missing_ok=True)
 
 
 __all__ = [

@@ -7,6 +7,7 @@ what the user named it:
   name ends in     read as                                                     can it run code?
   .torchscript .ts TorchScript, with `torch.jit.load`                          yes: run only files you trust
   .onnx            ONNX, with onnxruntime                                      no
+  .xml             OpenVINO IR (with its .bin beside it), with OpenVINO        no
   anything else    weights (`.pt`, `.pth`, ...), with `torch.load(weights_only=True)`  no
 
 A TorchScript archive under any other name (`model.pt`, say) is refused before anything reads it, with a
@@ -24,14 +25,15 @@ from ssd.errors import UserError
 WEIGHTS = "weights"
 ONNX = "onnx"
 TORCHSCRIPT = "torchscript"
+OPENVINO = "openvino"
 
 # The name endings of exported files, and what each is read as (`ssd.deploy.formats` has a format per kind).
-EXPORTED_SUFFIXES = {".onnx": ONNX, ".torchscript": TORCHSCRIPT, ".ts": TORCHSCRIPT}
-KIND_LABELS = {WEIGHTS: "weights", ONNX: "ONNX", TORCHSCRIPT: "TorchScript"}
+EXPORTED_SUFFIXES = {".onnx": ONNX, ".torchscript": TORCHSCRIPT, ".ts": TORCHSCRIPT, ".xml": OPENVINO}
+KIND_LABELS = {WEIGHTS: "weights", ONNX: "ONNX", TORCHSCRIPT: "TorchScript", OPENVINO: "OpenVINO IR"}
 
 
 def model_file_kind(path: str | Path) -> str:
-    """`"torchscript"`, `"onnx"` or `"weights"`, from the ending of the file's name (any letter case)."""
+    """`"torchscript"`, `"onnx"`, `"openvino"` or `"weights"`, from the ending of the file's name (any letter case)."""
     return EXPORTED_SUFFIXES.get(Path(path).suffix.lower(), WEIGHTS)
 
 

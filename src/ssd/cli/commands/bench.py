@@ -1,4 +1,5 @@
-"""`ssd bench`: inference latency, throughput, peak memory and GFLOP/s of one architecture."""
+"""`ssd bench`: inference latency, throughput, peak memory and GFLOP/s of one architecture, on one backend
+or on every backend and precision this machine has (`--backend all`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import argparse
 from ssd.cli.arguments import add_threads_argument, output_file, require_at_least
 
 HELP = "benchmark inference: latency p50/p95, pictures/s at batch 1 and 8, memory, GFLOP/s"
+# `ssd.deploy.benchmark.BACKENDS`, written out so that `ssd bench --help` need not import torch
+# (tests/test_bench.py checks the two agree).
+BACKENDS = ("torch", "torch-bf16", "onnx", "openvino", "openvino-bf16")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,10 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--backend",
-        choices=("torch", "onnx"),
+        choices=(*BACKENDS, "all"),
         default=None,
-        help="runtime for a model: torch, or onnx (exported to a temporary file first); an exported file runs "
-        "with its own (default: torch)",
+        help="runtime and precision for a model: torch, torch-bf16 (bf16 autocast), onnx, openvino, "
+        "openvino-bf16 (exported to a temporary file first), or all: every one this machine has, in one "
+        "table; an exported file runs with its own (default: torch)",
     )
     parser.add_argument("--picture", default=None, help="picture to run on (default: a 480x640 random one)")
     parser.add_argument("--runs", type=int, default=50, help="timed runs at batch 1 (default: 50)")
@@ -46,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ssd.deploy.benchmark import benchmark_model
+    from ssd.deploy.benchmark import available_backends, benchmark_model, machine, torch_has_bf16
     from ssd.errors import UserError
 
     require_at_least("--runs", args.runs, 5)
@@ -72,16 +77,32 @@ def run(args: argparse.Namespace) -> int:
         from ssd.models.registry import build_model
 
         model = build_model(args.arch, num_classes=args.num_classes or 91).eval()
-    result = benchmark_model(
-        model,
-        _picture(args),
-        backend=args.backend or "torch",
-        runs=args.runs,
-        threads=threads,
-        fuse=not args.no_fuse,
-        channels_last=not args.no_channels_last,
-    )
-    return _report(result, json_path)
+    from ssd.deploy.threads import default_threads
+
+    threads = threads or default_threads()  # one count for every backend of the table
+    backends = [args.backend or "torch"]
+    if args.backend == "all":
+        backends = available_backends()
+    elif args.backend == "torch-bf16" and not torch_has_bf16():
+        raise UserError(
+            "--backend torch-bf16: PyTorch has no bf16 kernels for this CPU (it needs AVX512-BF16 or AMX)"
+        )
+    # A missing package (onnx, openvino) or, for openvino-bf16, missing instructions are named by the export
+    # the backend starts with.
+    picture = _picture(args)
+    results = [
+        benchmark_model(
+            model,
+            picture,
+            backend=backend,
+            runs=args.runs,
+            threads=threads,
+            fuse=not args.no_fuse,
+            channels_last=not args.no_channels_last,
+        )
+        for backend in backends
+    ]
+    return _report(results, json_path, machine())
 
 
 def _bench_exported(args: argparse.Namespace, predictor, threads: int, json_path) -> int:
@@ -100,7 +121,9 @@ def _bench_exported(args: argparse.Namespace, predictor, threads: int, json_path
             "--no-channels-last are for checkpoints"
         )
     result = benchmark_exported(predictor, _picture(args), runs=args.runs, threads=threads)
-    return _report(result, json_path)
+    from ssd.deploy.benchmark import machine
+
+    return _report([result], json_path, machine())
 
 
 def _picture(args: argparse.Namespace):
@@ -115,13 +138,13 @@ def _picture(args: argparse.Namespace):
     return torch.randint(0, 256, (3, 480, 640), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
 
 
-def _report(result: dict, json_path) -> int:
+def _report(results: list[dict], json_path, machine_info: dict) -> int:
     import json
 
     from ssd.deploy.benchmark import format_results
 
-    print(format_results([result]))
+    print(format_results(results, machine_info))
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=2))
+        json_path.write_text(json.dumps({"machine": machine_info, "results": results}, indent=2))
     return 0

@@ -11,12 +11,13 @@ from pathlib import Path
 
 from ssd.deploy.formats.base import ExportFormat
 from ssd.deploy.formats.onnx import ONNX
+from ssd.deploy.formats.openvino import OPENVINO
 from ssd.deploy.formats.torchscript import TORCHSCRIPT
 from ssd.deploy.predictor import ExportedPredictor
 from ssd.errors import UserError
 from ssd.models.model_files import EXPORTED_SUFFIXES, KIND_LABELS, model_file_kind, suffixes_of
 
-EXPORT_FORMATS: dict[str, ExportFormat] = {fmt.name: fmt for fmt in (ONNX, TORCHSCRIPT)}
+EXPORT_FORMATS: dict[str, ExportFormat] = {fmt.name: fmt for fmt in (ONNX, TORCHSCRIPT, OPENVINO)}
 DEFAULT_FORMAT = "onnx"
 # Each format's name is a kind of file of `ssd.models.model_files` (tests/test_deploy_safety.py checks it).
 

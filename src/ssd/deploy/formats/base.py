@@ -20,3 +20,5 @@ class ExportFormat:
     # () -> None, raising a one-line error when an optional package it needs is missing: checked before
     # anything is built or written, so a missing package never leaves a half-made file behind
     require_packages: Callable[[], None] = lambda: None
+    # path -> the other files written with it (an OpenVINO IR's .bin): removed with it when a check fails
+    companions: Callable[[Path], list[Path]] = lambda path: []

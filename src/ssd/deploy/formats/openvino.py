@@ -1,0 +1,207 @@
+"""OpenVINO IR: the ONNX export converted by OpenVINO, run by its CPU plugin (optional extra `[openvino]`).
+
+An IR is two files: `model.xml` (the graph) and `model.bin` beside it (the weights); `ssd export` writes
+both, and the `.xml` is the name to give every command. The file is made by converting our ONNX graph
+(`ssd.deploy.formats.onnx`, post-processing and NonMaxSuppression included when asked), so both formats
+compute the same graph; OpenVINO fuses and schedules it for the CPU it runs on.
+
+Precision. The IR holds fp32 weights. It runs in the precision its metadata names (`precision`, written by
+`ssd export --precision`): fp32, or bf16 (OpenVINO's inference-precision hint) on a CPU with bf16
+instructions (AVX512-BF16 or AMX), where OpenVINO would otherwise choose bf16 by itself: an fp32 export is
+run in fp32 on every CPU. A bf16 file on a CPU without bf16 runs in fp32, with a warning. An INT8 IR is
+the INT8 ONNX file (`ssd.deploy.quantize`) converted: OpenVINO runs its QuantizeLinear / DequantizeLinear
+pairs as integer kernels.
+
+The checksum. The `.xml` holds, in its `rt_info`, `<ssd value="..."/>` (the metadata JSON) and
+`<ssd_sha256 value="HEX"/>`, the SHA-256 of: `xml`, a newline, the `.xml`'s length in decimal, a newline,
+its bytes with HEX replaced by 64 zeros; then the same for `bin` and the `.bin`'s bytes. So it covers the
+graph, the weights and the metadata. Both files are read once, checked, and handed to OpenVINO from memory:
+what runs is what was checked. An `.xml` without the checksum is not one of ours and is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tempfile
+import threading
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ssd.deploy.formats.base import ExportFormat
+from ssd.deploy.formats.onnx import write_onnx
+from ssd.deploy.predictor import METADATA_KEY, ExportedPredictor, verify_checksum
+from ssd.deploy.threads import default_threads, torch_threads
+from ssd.errors import UserError, require_extra
+from ssd.models.postprocess import Detections
+
+CHECKSUM_ELEMENT = "ssd_sha256"  # an XML element name: the ONNX key `ssd.sha256` with an underscore
+_PLACEHOLDER = b"0" * 64
+_CHECKSUM_PATTERN = re.compile(rb"<" + CHECKSUM_ELEMENT.encode() + rb' value="([0-9a-fA-F]{64})"')
+# OpenVINO's inference-precision hint for each precision an export runs in. An INT8 graph's quantized
+# operators are integer whatever the hint; its float parts (the activations between them, post-processing)
+# stay fp32 as in the INT8 ONNX file, rather than the bf16 OpenVINO picks by itself on a bf16 CPU.
+INFERENCE_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+
+
+def weights_path(xml_path: Path) -> Path:
+    """The `.bin` beside an IR's `.xml`."""
+    return xml_path.with_suffix(".bin")
+
+
+def _ir_digest(xml_without_checksum: bytes, weights: bytes) -> str:
+    digest = hashlib.sha256()
+    for name, content in (("xml", xml_without_checksum), ("bin", weights)):
+        digest.update(f"{name}\n{len(content)}\n".encode())
+        digest.update(content)
+    return digest.hexdigest()
+
+
+def ir_checksum(xml: bytes, weights: bytes) -> tuple[str | None, str]:
+    """(the SHA-256 recorded in an IR's `.xml`, or None; the SHA-256 of the pair as the docstring defines it)."""
+    found = list(_CHECKSUM_PATTERN.finditer(xml))
+    if len(found) > 1:
+        raise UserError(f"two {CHECKSUM_ELEMENT} entries")
+    if not found:
+        return None, _ir_digest(xml, weights)
+    start, end = found[0].span(1)
+    return found[0].group(1).decode(), _ir_digest(xml[:start] + _PLACEHOLDER + xml[end:], weights)
+
+
+def require_openvino() -> Any:
+    return require_extra("openvino", "openvino", "OpenVINO export and inference")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin runs bf16 natively here (AVX512-BF16 or AMX)."""
+    openvino = require_openvino()
+    return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def write_ir_from_onnx(onnx_path: Path, path: Path, metadata: str) -> None:
+    """Convert an ONNX file to an IR at `path` (+ `.bin`) carrying `metadata` and the checksum.
+
+    The ONNX file's own metadata entries (ours included, with the ONNX checksum) are dropped first:
+    OpenVINO would copy them into the IR, where they would describe another file.
+    """
+    openvino = require_openvino()
+    onnx = require_extra("onnx", "onnx", "converting to OpenVINO")
+    source = onnx.load(str(onnx_path))
+    del source.metadata_props[:]
+    with tempfile.TemporaryDirectory(prefix="ssd-openvino-") as temporary:
+        plain = Path(temporary) / "plain.onnx"
+        onnx.save(source, str(plain))
+        model = openvino.convert_model(str(plain))
+        model.set_rt_info(metadata, [METADATA_KEY])
+        model.set_rt_info(_PLACEHOLDER.decode(), [CHECKSUM_ELEMENT])
+        staged = Path(temporary) / "model.xml"
+        openvino.save_model(model, str(staged), compress_to_fp16=False)  # the weights stay fp32
+        xml, weights = staged.read_bytes(), weights_path(staged).read_bytes()
+    found = list(_CHECKSUM_PATTERN.finditer(xml))
+    if len(found) != 1:
+        raise UserError(f"{path}: OpenVINO did not write the checksum entry as expected")
+    start, end = found[0].span(1)
+    xml = xml[:start] + _ir_digest(xml, weights).encode() + xml[end:]
+    weights_path(path).write_bytes(weights)
+    path.write_bytes(xml)
+
+
+def write_openvino(
+    model: nn.Module, path: Path, example: Tensor, with_postprocess: bool, dynamic_batch: bool, metadata: str
+) -> None:
+    require_openvino()
+    with tempfile.TemporaryDirectory(prefix="ssd-openvino-") as temporary:
+        onnx_path = Path(temporary) / "model.onnx"
+        write_onnx(model, onnx_path, example, with_postprocess, dynamic_batch, metadata)
+        write_ir_from_onnx(onnx_path, path, metadata)
+
+
+class OpenVinoPredictor(ExportedPredictor):
+    """An OpenVINO IR run by OpenVINO's CPU plugin, in the precision its metadata names."""
+
+    backend = "openvino"
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        openvino = require_openvino()
+        path = Path(path)
+        bin_path = weights_path(path)
+        for part in (path, bin_path):
+            if not part.is_file():
+                raise UserError(f"{part}: no such file (an OpenVINO IR is a .xml with its .bin beside it)")
+        try:
+            xml, weights = path.read_bytes(), bin_path.read_bytes()
+        except OSError as error:
+            raise UserError(f"{path}: cannot be read ({error.strerror or error})") from None
+        recorded, actual = ir_checksum(xml, weights)
+        if recorded is None:
+            raise UserError(
+                f"{path}: not an OpenVINO IR written by `ssd export` (no {CHECKSUM_ELEMENT} entry in it)"
+            )
+        verify_checksum(path, recorded, actual)  # before OpenVINO reads a byte of it
+        core = openvino.Core()
+        try:
+            model = core.read_model(xml, weights)
+        except Exception as error:  # OpenVINO raises its own exception types for a bad file
+            raise UserError(f"{path}: OpenVINO cannot read it ({error})") from error
+        try:
+            metadata = json.loads(model.get_rt_info([METADATA_KEY]).astype(str))
+        except (RuntimeError, json.JSONDecodeError) as error:
+            raise UserError(f"{path}: its ssd metadata is missing or not valid JSON ({error})") from error
+        if not isinstance(metadata, dict):
+            raise UserError(f"{path}: its ssd metadata is not a JSON object")
+        batch_dim = model.inputs[0].get_partial_shape()[0]
+        super().__init__(path, metadata, batch_dim.get_length() if batch_dim.is_static else None)
+        self.precision = self._run_precision(str(metadata.get("precision", "fp32")), core)
+        config = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": threads or default_threads(),
+            "INFERENCE_PRECISION_HINT": INFERENCE_PRECISIONS[self.precision],
+        }
+        try:
+            self.compiled = core.compile_model(model, "CPU", config)
+        except Exception as error:
+            raise UserError(f"{path}: OpenVINO cannot compile it for the CPU ({error})") from error
+        self.request = self.compiled.create_infer_request()
+        self.outputs = list(self.compiled.outputs)
+        self._request_lock = threading.Lock()  # a request runs one inference at a time
+
+    def _run_precision(self, precision: str, core) -> str:
+        if precision not in INFERENCE_PRECISIONS:
+            raise UserError(f"{self.path}: unknown precision {precision!r} in its metadata")
+        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            warnings.warn(
+                f"{self.path}: exported for bf16, which this CPU does not run natively: running in fp32",
+                stacklevel=3,
+            )
+            return "fp32"
+        return precision
+
+    def predict(self, images: Tensor | Sequence[Any]) -> list[Detections]:
+        """Detections like `SSD.predict`; the PyTorch work around the graph on one thread (see
+        `OnnxPredictor.predict`: a spinning PyTorch worker slows the runtime's threads that follow)."""
+        with torch_threads(1):
+            return super().predict(images)
+
+    def run_graph(self, batch: Tensor) -> list[Tensor]:
+        with self._request_lock:
+            results = self.request.infer({0: np.ascontiguousarray(batch.numpy())})
+            # copied out: the request's output buffers are reused by its next inference
+            return [torch.from_numpy(np.array(results[output])) for output in self.outputs]
+
+
+OPENVINO = ExportFormat(
+    name="openvino",
+    suffix=".xml",
+    any_batch_size=False,
+    write=write_openvino,
+    predictor=OpenVinoPredictor,
+    require_packages=lambda: (require_openvino(), require_extra("onnx", "onnx", "exporting to OpenVINO")),
+    companions=lambda path: [weights_path(path)],
+)

@@ -1,0 +1,247 @@
+"""OpenVINO IR exports: written, checked, loaded by every command, refused when damaged; bf16 and INT8.
+
+Skipped where the optional `openvino` package is not installed (`pip install -e .[openvino]`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import BCCD, FIXTURES, shared_path
+from PIL import Image
+
+import ssd
+from ssd.cli.main import main
+from ssd.data.formats.synthetic import CLASS_NAMES, write_synthetic_coco
+from ssd.deploy.compare import compare_detections, compare_top_detections
+from ssd.deploy.export import export_model
+from ssd.errors import UserError
+from ssd.models.checkpoint import model_checkpoint, save_checkpoint
+
+openvino = pytest.importorskip("openvino", reason="the optional openvino package is not installed")
+from ssd.deploy.formats.openvino import (  # noqa: E402  (needs openvino, checked just above)
+    CHECKSUM_ELEMENT,
+    OpenVinoPredictor,
+    cpu_has_bf16,
+    ir_checksum,
+    weights_path,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return ssd.build_model(
+        "mobilenetv3_small_ssd", num_classes=6, class_names=CLASS_NAMES, input_size=64
+    ).eval()
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("openvino")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_model, folder) -> Path:
+    return save_checkpoint(folder / "tiny.pt", model_checkpoint(tiny_model))
+
+
+@pytest.fixture(scope="module")
+def ir(tiny_model, folder) -> Path:
+    path = folder / "tiny.xml"
+    export_model(tiny_model, path, "openvino")
+    return path
+
+
+def _pictures(count: int = 2) -> list[torch.Tensor]:
+    return [
+        torch.randint(0, 256, (3, 48, 64), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+        for seed in range(10, 10 + count)
+    ]
+
+
+def _one_line_error(capfd, *words: str) -> None:
+    out, err = capfd.readouterr()
+    err = err.strip()
+    assert "Traceback" not in err and "\n" not in err, err
+    for word in words:
+        assert word in err, err
+
+
+def test_the_ir_is_two_files_and_predicts_what_pytorch_predicts(tiny_model, ir):
+    assert ir.is_file() and weights_path(ir).is_file()
+    recorded, actual = ir_checksum(ir.read_bytes(), weights_path(ir).read_bytes())
+    assert recorded == actual and len(actual) == 64
+    detector = ssd.load(ir)
+    assert isinstance(detector, OpenVinoPredictor) and detector.backend == "openvino"
+    assert detector.class_names == CLASS_NAMES and detector.input_size == (64, 64)
+    assert detector.num_classes == 6 and detector.precision == "fp32"
+    for ours, theirs in zip(tiny_model.predict(_pictures()), detector.predict(_pictures()), strict=True):
+        assert compare_detections(theirs, ours).ok
+
+
+def test_post_processing_in_the_graph_and_any_batch_size(tiny_model, checkpoint, folder, capfd):
+    path = folder / "tiny_post.xml"
+    argv = ["export", "--weights", str(folder / "tiny.pt"), "--format", "openvino", "--out", str(path)]
+    assert main([*argv, "--with-postprocess", "--dynamic-batch"]) == 0
+    out, _ = capfd.readouterr()
+    assert f"wrote {path} (openvino, fp32, network and post-processing, any batch size)" in out
+    detector = ssd.load(path)
+    assert detector.graph == "detections" and detector.fixed_batch_size is None
+    pictures = _pictures(3)
+    for ours, theirs in zip(tiny_model.predict(pictures), detector.predict(pictures), strict=True):
+        assert compare_detections(theirs, ours).ok
+
+
+def test_a_damaged_bin_or_edited_xml_is_refused_before_it_runs(ir, tmp_path, capfd):
+    damaged = tmp_path / "damaged.xml"
+    shutil.copy(ir, damaged)
+    data = bytearray(weights_path(ir).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights_path(damaged).write_bytes(bytes(data))
+    with pytest.raises(UserError, match="does not match its checksum: damaged or edited"):
+        OpenVinoPredictor(damaged)
+
+    edited = tmp_path / "edited.xml"
+    shutil.copy(weights_path(ir), weights_path(edited))
+    edited.write_bytes(ir.read_bytes().replace(b"mobilenetv3_small_ssd", b"mobilenetv3_ssd", 1))
+    assert main(["detect", "--weights", str(edited), str(tmp_path)]) == 2
+    _one_line_error(capfd, str(edited), "does not match its checksum")
+
+
+def test_a_missing_bin_and_an_xml_that_is_not_ours_are_one_line(ir, tmp_path, capfd):
+    lonely = tmp_path / "lonely.xml"
+    shutil.copy(ir, lonely)
+    assert main(["detect", "--weights", str(lonely), str(tmp_path)]) == 2
+    _one_line_error(capfd, "lonely.bin", "no such file", ".bin beside it")
+
+    annotation = tmp_path / "BloodImage_00000.xml"  # a VOC annotation given by mistake
+    annotation.write_text("<annotation><filename>a.jpg</filename></annotation>")
+    weights_path(annotation).write_bytes(b"")
+    assert main(["detect", "--weights", str(annotation), str(tmp_path)]) == 2
+    _one_line_error(capfd, str(annotation), f"no {CHECKSUM_ELEMENT} entry")
+
+
+def test_eval_of_the_ir_gives_the_onnx_files_figures(tiny_model, ir, folder, tmp_path, capsys):
+    data = tmp_path / "synthetic"
+    write_synthetic_coco(data, {"test": 6}, image_size=64)
+    onnx_path = folder / "tiny.onnx"
+    export_model(tiny_model, onnx_path, "onnx")
+    metrics = {}
+    for path in (onnx_path, ir):
+        out = tmp_path / f"report_{path.suffix[1:]}"
+        argv = ["eval", "--weights", str(path), "--datapath", str(data), "--split", "test", "--out", str(out)]
+        assert main([*argv, "--workers", "0", "--worst", "0"]) == 0
+        metrics[path.suffix] = json.loads((out / "metrics.json").read_text())
+    capsys.readouterr()
+    assert metrics[".xml"]["num_images"] == metrics[".onnx"]["num_images"] == 6
+    assert metrics[".xml"]["coco_stats"] == pytest.approx(metrics[".onnx"]["coco_stats"], abs=1e-3)
+    assert metrics[".xml"]["run"]["arch"] == "mobilenetv3_small_ssd"
+
+
+def test_bf16_is_openvinos_and_needs_the_instructions(tiny_model, tmp_path, monkeypatch):
+    with pytest.raises(UserError, match=r"--precision bf16 is an OpenVINO export's \(--format openvino\)"):
+        export_model(tiny_model, tmp_path / "tiny.onnx", "onnx", precision="bf16")
+    with pytest.raises(UserError, match="--precision must be fp32 or bf16"):
+        export_model(tiny_model, tmp_path / "tiny.xml", "openvino", precision="fp16")
+    import ssd.deploy.formats.openvino as openvino_format
+
+    monkeypatch.setattr(openvino_format, "cpu_has_bf16", lambda: False)
+    with pytest.raises(UserError, match="this CPU has no bf16 instructions"):
+        export_model(tiny_model, tmp_path / "tiny.xml", "openvino", precision="bf16")
+    assert not (tmp_path / "tiny.xml").exists()
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no bf16 instructions (AVX512-BF16 or AMX)")
+def test_a_bf16_ir_of_a_trained_model_runs_in_bf16_and_agrees_with_fp32(tmp_path):
+    """The check bf16 must pass, on torchvision's BCCD-trained SSDLite and a BCCD picture: of fp32's top 100
+    detections, 95% found with the same label at IoU >= 0.9."""
+    from ssd.data.pictures import read_picture
+    from ssd.models.checkpoint import load_model
+
+    model = load_model(shared_path(FIXTURES / "ssdlite320_bccd_trained.pt"), arch="mobilenetv3_ssd")
+    picture = read_picture(shared_path(BCCD / "JPEGImages" / "BloodImage_00000.jpg"))
+    path = tmp_path / "bccd_bf16.xml"
+    report = export_model(
+        model, path, "openvino", with_postprocess=True, precision="bf16", pictures=[picture]
+    )
+    assert report.precision == "bf16" and "of the reference's top 100" in report.checks[0]
+    detector = ssd.load(path)
+    assert detector.precision == "bf16" and detector.metadata["precision"] == "bf16"
+    assert detector.compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.bf16
+    fp32 = tmp_path / "bccd.xml"
+    export_model(model, fp32, "openvino", with_postprocess=True, pictures=[picture])
+    # fp32 runs in fp32, although OpenVINO would choose bf16 by itself on this CPU
+    assert ssd.load(fp32).compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.f32
+    (ours,), (theirs,) = model.predict([picture]), detector.predict([picture])
+    assert compare_top_detections(theirs, ours).ok
+
+
+def test_an_export_that_fails_its_check_leaves_no_file(tiny_model, tmp_path, monkeypatch):
+    import ssd.deploy.export as export_module
+
+    class Disagrees:
+        ok = False
+
+        def describe(self):
+            return "made to disagree"
+
+    monkeypatch.setattr(export_module, "compare_detections", lambda a, b: Disagrees())
+    path = tmp_path / "tiny.xml"
+    with pytest.raises(export_module.ExportMismatchError, match="made to disagree"):
+        export_model(tiny_model, path, "openvino")
+    assert not path.exists() and not weights_path(path).exists()
+
+
+def test_top_detection_agreement_counts_label_and_overlap():
+    reference = {
+        "result_boxes": torch.tensor([[0, 0, 10, 10], [20, 20, 30, 30], [0, 0, 5, 5.0]]),
+        "result_labels": torch.tensor([1, 2, 1]),
+        "result_scores": torch.tensor([0.9, 0.8, 0.1]),
+    }
+    candidate = {
+        "result_boxes": torch.tensor([[20, 20, 30, 30.2], [0, 0, 10, 10.0]]),
+        "result_labels": torch.tensor([2, 3]),  # the first box's label differs
+        "result_scores": torch.tensor([0.7, 0.6]),
+    }
+    agreement = compare_top_detections(candidate, reference, top=2)
+    assert (agreement.compared, agreement.found) == (2, 1) and not agreement.ok
+    assert "1 of the reference's top 2" in agreement.describe()
+
+
+def test_int8_openvino_export_is_checked_by_its_map(checkpoint, tmp_path, capfd):
+    data = tmp_path / "synthetic"
+    write_synthetic_coco(data, {"train": 8, "val": 4}, image_size=64)
+    out = tmp_path / "tiny_int8.xml"
+    argv = [
+        "export",
+        "--weights",
+        str(checkpoint),
+        "--format",
+        "openvino",
+        "--int8",
+        "--calibration",
+        str(data),
+    ]
+    assert main([*argv, "--calibration-pictures", "4", "--max-map-drop", "1", "--out", str(out)]) == 0
+    printed, _ = capfd.readouterr()
+    assert f"wrote {out} (openvino, int8" in printed and "int8 check: mAP on split" in printed
+    detector = ssd.load(out)
+    assert detector.precision == "int8" and detector.metadata["calibration"]["pictures"] == 4
+    assert len(detector.predict(_pictures(1))) == 1
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_the_detect_command_draws_with_the_ir(ir, tmp_path, capfd):
+    picture = tmp_path / "in" / "noise.png"
+    picture.parent.mkdir()
+    Image.fromarray(torch.randint(0, 256, (48, 64, 3), dtype=torch.uint8).numpy()).save(picture)
+    out = tmp_path / "out"
+    assert main(["detect", "--weights", str(ir), str(picture), "--out", str(out), "--threads", "1"]) == 0
+    assert (out / "detections.json").is_file()
