@@ -183,3 +183,29 @@ def test_not_an_export_is_a_clear_error(tmp_path):
         OnnxPredictor(bogus)
     with pytest.raises(UserError, match="no such"):
         load_predictor(tmp_path / "absent.onnx")
+
+
+def test_the_onnx_export_rests_on_torchs_legacy_exporter(tmp_path):
+    """`write_onnx` calls `torch.onnx.export(..., dynamo=False)`: the TorchScript-based exporter, which torch
+    deprecates. It is kept because it is the one that turns `_OnnxNonMaxSuppression.symbolic` into ONNX's
+    NonMaxSuppression without onnxscript; `torch.export` (dynamo=True) ignores an autograd Function's
+    `symbolic`, and the post-processing would need an onnxscript translation instead.
+
+    When torch removes the legacy exporter this test fails first. What breaks with it: `ssd export --format
+    onnx` and `--format openvino` (converted from the ONNX graph), `--int8` (quantizes that graph), and
+    `ssd bench --backend onnx|openvino|all`."""
+    import inspect
+
+    import onnx
+
+    from ssd.deploy.formats.onnx import write_onnx
+    from ssd.models.fold import prepare_for_inference
+    from ssd.models.registry import build_model
+
+    assert "dynamo" in inspect.signature(torch.onnx.export).parameters
+    model = build_model("mobilenetv3_small_ssd", num_classes=3, input_size=64).eval()
+    example = torch.rand(1, 3, 64, 64)
+    path = tmp_path / "post.onnx"
+    write_onnx(prepare_for_inference(model, channels_last=False), path, example, True, False, "{}")
+    operators = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "NonMaxSuppression" in operators
