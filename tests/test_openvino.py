@@ -122,8 +122,7 @@ def test_a_missing_bin_and_an_xml_that_is_not_ours_are_one_line(ir, tmp_path, ca
     _one_line_error(capfd, "lonely.bin", "no such file", ".bin beside it")
 
     annotation = tmp_path / "BloodImage_00000.xml"  # a VOC annotation given by mistake
-    annotation.write_text("<annotation><filename>a.jpg</filename></annotation>")
-    weights_path(annotation).write_bytes(b"")
+    annotation.write_text("<annotation><filename>a.jpg</filename></annotation>")  # and no .bin
     assert main(["detect", "--weights", str(annotation), str(tmp_path)]) == 2
     _one_line_error(capfd, str(annotation), f"no {CHECKSUM_ELEMENT} entry")
 
@@ -245,3 +244,33 @@ def test_the_detect_command_draws_with_the_ir(ir, tmp_path, capfd):
     out = tmp_path / "out"
     assert main(["detect", "--weights", str(ir), str(picture), "--out", str(out), "--threads", "1"]) == 0
     assert (out / "detections.json").is_file()
+
+
+def test_a_bf16_export_goes_beside_the_fp32_one_by_default(checkpoint, monkeypatch, capsys):
+    import ssd.deploy.export as export_module
+
+    written = []
+
+    def fake_export(model, out, format, **options):
+        written.append(Path(out).name)
+        return export_module.ExportReport(Path(out), format, False, False, options["precision"])
+
+    monkeypatch.setattr(export_module, "export_model", fake_export)
+    for precision in ("fp32", "bf16"):
+        argv = ["export", "--weights", str(checkpoint), "--format", "openvino", "--precision", precision]
+        assert main(argv) == 0
+    assert written == ["tiny.xml", "tiny_bf16.xml"]
+    assert "(openvino, bf16," in capsys.readouterr().out
+
+
+def test_every_extra_named_in_messages_is_one_of_pyprojects():
+    import tomllib
+
+    from ssd.errors import EXTRAS
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    extras = pyproject["project"]["optional-dependencies"]
+    assert set(EXTRAS) == set(extras) - {"dev"}
+    for name, packages in EXTRAS.items():
+        listed = {package.split("[")[0].strip("'\"") for package in packages.split()}
+        assert listed == {package.split("[")[0] for package in extras[name]}, name

@@ -3,8 +3,8 @@
 The public names below are imported on first use (PEP 562's module `__getattr__`): `import ssd` and the
 `ssd` command's start-up (`ssd --help`) then cost no torch import, and `ssd.build_model` still works.
 
-`ssd.load(path)` opens any model file for inference (a checkpoint, a torchvision file with `arch=`, an ONNX
-or TorchScript export): an object with `predict(images)`, `class_names` and `input_size`.
+`ssd.load(path)` opens any model file for inference (a checkpoint, a torchvision file with `arch=`, an ONNX,
+OpenVINO or TorchScript export): an object with `predict(images)`, `class_names` and `input_size`.
 """
 
 from __future__ import annotations

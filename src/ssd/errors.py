@@ -48,6 +48,7 @@ def did_you_mean(word: str, known: Iterable[str]) -> str:
 # project of the same name where the toolkit was installed from a checkout.
 EXTRAS = {
     "onnx": "onnx onnxruntime",
+    "openvino": "openvino onnx onnxruntime",
     "video": "opencv-python-headless",
     "tensorboard": "tensorboard",
     "fast-eval": "faster-coco-eval",

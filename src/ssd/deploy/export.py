@@ -99,17 +99,16 @@ def export_model(
     metadata = export_metadata(prepared, graph_kind)
     if precision != "fp32":
         metadata["precision"] = precision
-    EXPORT_FORMATS[format].write(
-        prepared, path, example, with_postprocess, dynamic_batch, json.dumps(metadata)
-    )
+    export_format = EXPORT_FORMATS[format]
     report = ExportReport(path, format, with_postprocess, dynamic_batch, precision)
-    if check:
-        try:
+    try:
+        export_format.write(prepared, path, example, with_postprocess, dynamic_batch, json.dumps(metadata))
+        if check:
             _check_export(model, prepared, report, pictures)
-        except ExportMismatchError:
-            for written in (path, *EXPORT_FORMATS[format].companions(path)):
-                written.unlink(missing_ok=True)  # only a file that passed its check is left behind
-            raise
+    except BaseException:  # a failed check, a failed write, Ctrl-C: only a checked file is left behind
+        for written in (path, *export_format.companions(path)):
+            written.unlink(missing_ok=True)
+        raise
     return report
 
 
@@ -168,7 +167,8 @@ def _check_export(original: nn.Module, prepared: nn.Module, report: ExportReport
         if not agreement.ok:
             failures.append(line)
     batch_size = len(pictures) if predictor.fixed_batch_size is None else predictor.fixed_batch_size
-    report.checks.append(f"checked {len(pictures)} pictures at batch size {batch_size} against PyTorch")
+    counted = f"{len(pictures)} picture" + ("s" if len(pictures) != 1 else "")
+    report.checks.append(f"checked {counted} at batch size {batch_size} against PyTorch")
     if failures:
         raise ExportMismatchError(
             f"{report.path}: the exported model does not match PyTorch: " + "; ".join(failures)

@@ -3,8 +3,8 @@
 `ssd.load`, `ssd detect`, `ssd eval`, `ssd bench` and `ssd serve` all go through `load_detector`, so a file
 that detects on the command line evaluates, benchmarks and serves the same detections. What a file is read
 as comes from the ending of its name alone (`ssd.models.model_files`): `.onnx` runs with onnxruntime,
-`.torchscript` / `.ts` with TorchScript (a program: only files you trust), and anything else is read as
-weights with `torch.load(weights_only=True)`.
+`.xml` (an OpenVINO IR) with OpenVINO, `.torchscript` / `.ts` with TorchScript (a program: only files you
+trust), and anything else is read as weights with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
@@ -98,8 +98,8 @@ def describe_detector(detector, weights: str | Path) -> dict[str, Any]:
             parameter.dtype, str(parameter.dtype)
         )
         device = str(parameter.device)
-    else:  # an exported file says its precision where it is not fp32 (an INT8 export: "int8")
-        precision, device = str(getattr(detector, "metadata", {}).get("precision", "fp32")), "cpu"
+    else:  # an exported file: the precision it runs in (a bf16 file on a CPU without bf16 runs fp32)
+        precision, device = detector.precision, "cpu"
     return {
         "file": Path(weights).name,
         "arch": config.arch,

@@ -91,7 +91,8 @@ def detections_from_graph(
 
 
 class ExportedPredictor:
-    """Base of the ONNX and TorchScript predictors: preprocessing, post-processing, the model's metadata."""
+    """Base of every exported file's predictor (ONNX, TorchScript, OpenVINO): preprocessing,
+    post-processing, the model's metadata."""
 
     backend = ""
 
@@ -106,6 +107,8 @@ class ExportedPredictor:
         self.num_classes = int(metadata["num_classes"])
         self.class_names = metadata.get("class_names")
         self.fixed_batch_size = batch_size  # None: any batch size
+        # what the file runs in: "fp32", "int8" (an INT8 export), "bf16" (an OpenVINO file run in bf16)
+        self.precision = str(metadata.get("precision", "fp32"))
         # Mean 0 and std 1: the graph normalises, so the predictor only resizes (with the model's own code).
         self.preprocess = Preprocess(self.config.input_size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
         self.postprocessor = PostProcessor(

@@ -1,4 +1,5 @@
-"""INT8 ONNX export: onnxruntime's post-training static quantization of the fp32 export, checked by its mAP.
+"""INT8 ONNX and OpenVINO exports: onnxruntime's post-training static quantization of the fp32 ONNX export,
+checked by its mAP; for OpenVINO, the INT8 ONNX graph converted to an IR (`ssd.deploy.formats.openvino`).
 
 `export_int8` writes the fp32 ONNX file as `ssd export` does (same graph, same check against PyTorch), runs
 onnxruntime's pre-processing on it (`quant_pre_process`: shape inference and graph clean-up, which its
@@ -21,7 +22,8 @@ Every INT8 export then evaluates itself: the fp32 file and the INT8 file on the 
 has no splits of its own), COCO mAP@[.5:.95] as training logs it. When INT8 loses more than `max_map_drop`,
 the export fails in one line and nothing is written under the final name; otherwise the file is written
 atomically, with the fp32 file's metadata plus `precision: int8`, the calibration set and the check's figures,
-and the SHA-256 of its own content (`ssd.deploy.formats.onnx`).
+and the SHA-256 of its own content (`ssd.deploy.formats.onnx`, or `openvino` for an IR, whose `.bin` is
+renamed into place before its `.xml`).
 """
 
 from __future__ import annotations
@@ -300,14 +302,15 @@ def export_int8(
             "weights": WEIGHTS,
         }
         quantized = onnx.load(str(quantized_path))
-        int8_path = folder / "int8.onnx"
-        int8_path.write_bytes(onnx_file_bytes(quantized, json.dumps(metadata)))
+        int8_onnx = folder / "int8.onnx"
+        int8_onnx.write_bytes(onnx_file_bytes(quantized, json.dumps(metadata)))
+        evaluated = int8_onnx  # the file of the asked format: what is checked is what is deployed
         if format == "openvino":
             from ssd.deploy.formats.openvino import write_ir_from_onnx
 
-            int8_path = folder / "int8.xml"
-            write_ir_from_onnx(folder / "int8.onnx", int8_path, json.dumps(metadata))
-        int8 = load_predictor(int8_path)  # as every reader of the file will: checksum checked, metadata read
+            evaluated = folder / "int8.xml"
+            write_ir_from_onnx(int8_onnx, evaluated, json.dumps(metadata))
+        int8 = load_predictor(evaluated)  # as every reader of the file will: checksum checked, metadata read
 
         say(
             f"evaluating fp32 and int8 on split '{evaluation.split}' of {datapath} ({len(evaluation_set)} pictures)"

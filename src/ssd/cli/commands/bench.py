@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--weights",
         default=None,
         help="a checkpoint, whose architecture and classes are used, a torchvision file with --arch, or an "
-        "exported .onnx / .torchscript, run as `ssd detect` runs it (default: random weights; same speed)",
+        "exported .onnx / .xml / .torchscript, run as `ssd detect` runs it (default: random weights; same speed)",
     )
     parser.add_argument(
         "--num-classes", type=int, default=None, help="classes with background (default: the file's, else 91)"
@@ -84,11 +84,13 @@ def run(args: argparse.Namespace) -> int:
     if args.backend == "all":
         backends = available_backends()
     elif args.backend == "torch-bf16" and not torch_has_bf16():
-        raise UserError(
-            "--backend torch-bf16: PyTorch has no bf16 kernels for this CPU (it needs AVX512-BF16 or AMX)"
-        )
-    # A missing package (onnx, openvino) or, for openvino-bf16, missing instructions are named by the export
-    # the backend starts with.
+        raise UserError("--backend torch-bf16: this CPU has no bf16 instructions (AVX512-BF16 or AMX)")
+    elif args.backend == "openvino-bf16":
+        from ssd.deploy.formats.openvino import cpu_has_bf16  # a missing openvino: the pip install line
+
+        if not cpu_has_bf16():
+            raise UserError("--backend openvino-bf16: this CPU has no bf16 instructions (AVX512-BF16 or AMX)")
+    # A missing package of another backend (onnx, onnxruntime) is named by the export it starts with.
     picture = _picture(args)
     results = [
         benchmark_model(

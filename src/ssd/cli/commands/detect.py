@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_model_file_arguments(
         parser,
-        "a checkpoint of ours, a torchvision SSD file (with --arch), an exported .onnx / .torchscript, or a "
+        "a checkpoint of ours, a torchvision SSD file (with --arch), an exported .onnx / .xml / .torchscript, or a "
         "pretrained name (ssd weights list)",
         class_names=True,
     )

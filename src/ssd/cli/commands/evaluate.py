@@ -18,7 +18,7 @@ HELP = "evaluate a model on a dataset split: COCO and VOC metrics, per-class tab
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_file_arguments(
         parser,
-        "a training checkpoint, torchvision SSD weights (with --arch), an exported .onnx / .torchscript, or a "
+        "a training checkpoint, torchvision SSD weights (with --arch), an exported .onnx / .xml / .torchscript, or a "
         "pretrained name (ssd weights list)",
         class_names=False,
     )
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     )
     # A torchvision file's class count is read from its classification head unless given; the evaluator
     # then says plainly if it does not fit the dataset. A checkpoint's `predict` runs its inference form, as
-    # training's evaluation does, so the figures training logged are repeated; an exported file (.onnx,
+    # training's evaluation does, so the figures training logged are repeated; an exported file (.onnx, .xml,
     # .torchscript) runs as `ssd detect` runs it.
     model = load_detector(
         args.weights, arch=args.arch, num_classes=args.num_classes, device=device, prepare=False

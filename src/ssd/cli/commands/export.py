@@ -137,7 +137,10 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.weights, arch=args.arch, num_classes=args.num_classes, class_names=class_names)
     export_format = EXPORT_FORMATS[args.format]
     ending = (
-        ("_post" if args.with_postprocess else "") + ("_int8" if args.int8 else "") + export_format.suffix
+        ("_post" if args.with_postprocess else "")
+        + ("_int8" if args.int8 else "")
+        + ("_bf16" if args.precision == "bf16" else "")  # beside the fp32 file, not over it
+        + export_format.suffix
     )
     name = Path(args.weights).stem + ending
     out = output_file(args.out, name) if args.out else beside_weights(args.weights, name)

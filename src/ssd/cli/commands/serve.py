@@ -25,7 +25,7 @@ HELP = "serve detections over HTTP: POST /v1/detect, /health, /metrics, and a we
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_file_arguments(
         parser,
-        "a checkpoint of ours, a torchvision SSD file (with --arch), or an exported .onnx / .torchscript",
+        "a checkpoint of ours, a torchvision SSD file (with --arch), or an exported .onnx / .xml / .torchscript",
         class_names=True,
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")

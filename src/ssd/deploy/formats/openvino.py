@@ -64,11 +64,16 @@ def _ir_digest(xml_without_checksum: bytes, weights: bytes) -> str:
     return digest.hexdigest()
 
 
+class Bf16UnavailableWarning(UserWarning):
+    """A bf16 file on a CPU without bf16 instructions: it runs in fp32."""
+
+
 def ir_checksum(xml: bytes, weights: bytes) -> tuple[str | None, str]:
-    """(the SHA-256 recorded in an IR's `.xml`, or None; the SHA-256 of the pair as the docstring defines it)."""
+    """(the SHA-256 recorded in an IR's `.xml`, or None; the SHA-256 of the pair as the docstring defines it).
+    Raises ValueError for an `.xml` with two checksum entries."""
     found = list(_CHECKSUM_PATTERN.finditer(xml))
     if len(found) > 1:
-        raise UserError(f"two {CHECKSUM_ELEMENT} entries")
+        raise ValueError(f"two {CHECKSUM_ELEMENT} entries")
     if not found:
         return None, _ir_digest(xml, weights)
     start, end = found[0].span(1)
@@ -131,19 +136,16 @@ class OpenVinoPredictor(ExportedPredictor):
     def __init__(self, path: str | Path, threads: int | None = None):
         openvino = require_openvino()
         path = Path(path)
-        bin_path = weights_path(path)
-        for part in (path, bin_path):
-            if not part.is_file():
-                raise UserError(f"{part}: no such file (an OpenVINO IR is a .xml with its .bin beside it)")
-        try:
-            xml, weights = path.read_bytes(), bin_path.read_bytes()
-        except OSError as error:
-            raise UserError(f"{path}: cannot be read ({error.strerror or error})") from None
-        recorded, actual = ir_checksum(xml, weights)
-        if recorded is None:
+        xml = self._read(path)
+        if not _CHECKSUM_PATTERN.search(xml):  # before asking for a .bin: a VOC annotation has none
             raise UserError(
                 f"{path}: not an OpenVINO IR written by `ssd export` (no {CHECKSUM_ELEMENT} entry in it)"
             )
+        weights = self._read(weights_path(path))
+        try:
+            recorded, actual = ir_checksum(xml, weights)
+        except ValueError as error:
+            raise UserError(f"{path}: {error}") from None
         verify_checksum(path, recorded, actual)  # before OpenVINO reads a byte of it
         core = openvino.Core()
         try:
@@ -172,12 +174,22 @@ class OpenVinoPredictor(ExportedPredictor):
         self.outputs = list(self.compiled.outputs)
         self._request_lock = threading.Lock()  # a request runs one inference at a time
 
+    @staticmethod
+    def _read(part: Path) -> bytes:
+        if not part.is_file():
+            raise UserError(f"{part}: no such file (an OpenVINO IR is a .xml with its .bin beside it)")
+        try:
+            return part.read_bytes()
+        except OSError as error:
+            raise UserError(f"{part}: cannot be read ({error.strerror or error})") from None
+
     def _run_precision(self, precision: str, core) -> str:
         if precision not in INFERENCE_PRECISIONS:
             raise UserError(f"{self.path}: unknown precision {precision!r} in its metadata")
         if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             warnings.warn(
                 f"{self.path}: exported for bf16, which this CPU does not run natively: running in fp32",
+                Bf16UnavailableWarning,
                 stacklevel=3,
             )
             return "fp32"
@@ -196,12 +208,18 @@ class OpenVinoPredictor(ExportedPredictor):
             return [torch.from_numpy(np.array(results[output])) for output in self.outputs]
 
 
+def require_openvino_packages() -> None:
+    """Writing an IR needs OpenVINO, and onnx for the ONNX graph it is converted from."""
+    require_openvino()
+    require_extra("onnx", "openvino", "exporting to OpenVINO")
+
+
 OPENVINO = ExportFormat(
     name="openvino",
     suffix=".xml",
     any_batch_size=False,
     write=write_openvino,
     predictor=OpenVinoPredictor,
-    require_packages=lambda: (require_openvino(), require_extra("onnx", "onnx", "exporting to OpenVINO")),
+    require_packages=require_openvino_packages,
     companions=lambda path: [weights_path(path)],
 )

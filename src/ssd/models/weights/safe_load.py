@@ -1,6 +1,6 @@
 """Reading `.pt` files safely: `weights_only=True`, so a downloaded file cannot run code on load.
 
-Which files are read here at all is `ssd.models.model_files`' rule: a file named as an export (`.onnx`,
+Which files are read here at all is `ssd.models.model_files`' rule: a file named as an export (`.onnx`, `.xml`,
 `.torchscript`, `.ts`) is refused as not weights, and a TorchScript archive under a weights name is refused
 before torch sees it.
 """
