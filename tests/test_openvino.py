@@ -274,3 +274,17 @@ def test_every_extra_named_in_messages_is_one_of_pyprojects():
     for name, packages in EXTRAS.items():
         listed = {package.split("[")[0].strip("'\"") for package in packages.split()}
         assert listed == {package.split("[")[0] for package in extras[name]}, name
+
+
+def test_a_bf16_file_on_a_cpu_without_bf16_runs_in_fp32_with_a_warning(tiny_model, ir, tmp_path, monkeypatch):
+    import ssd.deploy.formats.openvino as openvino_format
+
+    assert "precision" not in OpenVinoPredictor(ir).metadata  # an fp32 file says nothing
+    monkeypatch.setattr(openvino_format, "cpu_has_bf16", lambda: True)
+    path = tmp_path / "tiny_bf16.xml"
+    export_model(tiny_model, path, "openvino", precision="bf16", check=False)
+    monkeypatch.setattr(openvino_format, "cpu_has_bf16", lambda: False)
+    with pytest.warns(openvino_format.Bf16UnavailableWarning, match="running in fp32"):
+        detector = OpenVinoPredictor(path)
+    assert detector.precision == "fp32" and detector.metadata["precision"] == "bf16"
+    assert detector.compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.f32

@@ -97,7 +97,7 @@ def write_ir_from_onnx(onnx_path: Path, path: Path, metadata: str) -> None:
     OpenVINO would copy them into the IR, where they would describe another file.
     """
     openvino = require_openvino()
-    onnx = require_extra("onnx", "onnx", "converting to OpenVINO")
+    onnx = require_extra("onnx", "openvino", "converting to OpenVINO")
     source = onnx.load(str(onnx_path))
     del source.metadata_props[:]
     with tempfile.TemporaryDirectory(prefix="ssd-openvino-") as temporary:
@@ -160,7 +160,7 @@ class OpenVinoPredictor(ExportedPredictor):
             raise UserError(f"{path}: its ssd metadata is not a JSON object")
         batch_dim = model.inputs[0].get_partial_shape()[0]
         super().__init__(path, metadata, batch_dim.get_length() if batch_dim.is_static else None)
-        self.precision = self._run_precision(str(metadata.get("precision", "fp32")), core)
+        self.precision = self._run_precision(str(metadata.get("precision", "fp32")))
         config = {
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_NUM_THREADS": threads or default_threads(),
@@ -183,10 +183,10 @@ class OpenVinoPredictor(ExportedPredictor):
         except OSError as error:
             raise UserError(f"{part}: cannot be read ({error.strerror or error})") from None
 
-    def _run_precision(self, precision: str, core) -> str:
+    def _run_precision(self, precision: str) -> str:
         if precision not in INFERENCE_PRECISIONS:
             raise UserError(f"{self.path}: unknown precision {precision!r} in its metadata")
-        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        if precision == "bf16" and not cpu_has_bf16():
             warnings.warn(
                 f"{self.path}: exported for bf16, which this CPU does not run natively: running in fp32",
                 Bf16UnavailableWarning,
