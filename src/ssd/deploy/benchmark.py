@@ -30,6 +30,7 @@ import torch
 
 from ssd.deploy.export import export_model
 from ssd.deploy.formats import load_predictor
+from ssd.deploy.formats.openvino import cpu_has_bf16
 from ssd.deploy.predictor import ExportedPredictor
 from ssd.deploy.threads import available_cpus, set_inference_threads, torch_threads
 from ssd.models.fold import prepare_for_inference
@@ -114,8 +115,6 @@ def available_backends() -> list[str]:
     if _has_module("onnx") and _has_module("onnxruntime"):
         found.append("onnx")
     if _has_module("onnx") and _has_module("openvino"):  # an IR is converted from the ONNX graph
-        from ssd.deploy.formats.openvino import cpu_has_bf16
-
         found.append("openvino")
         if cpu_has_bf16():
             found.append("openvino-bf16")

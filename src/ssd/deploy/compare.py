@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ssd.ops.boxes import box_iou
+
 
 @dataclass
 class Agreement:
@@ -131,8 +133,6 @@ def compare_top_detections(
     candidate detection used once. Scores are not compared: rounding moves them, and with them the order
     of near-equal ones, which is why a match is looked for anywhere in the candidate's list."""
     from scipy.optimize import linear_sum_assignment
-
-    from ssd.ops.boxes import box_iou
 
     order = torch.argsort(reference["result_scores"], descending=True)[:top]
     ref_boxes, ref_labels = reference["result_boxes"][order].double(), reference["result_labels"][order]

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from ssd.deploy.compare import compare_detections, compare_top_detections
 from ssd.deploy.formats import EXPORT_FORMATS, load_predictor, require_export_name
+from ssd.deploy.formats import openvino as openvino_format
 from ssd.deploy.predictor import export_metadata
 from ssd.errors import UserError, did_you_mean
 from ssd.models.fold import prepare_for_inference
@@ -122,9 +123,7 @@ def check_precision(format: str, precision: str) -> None:
         raise UserError(
             f"--precision bf16 is an OpenVINO export's (--format openvino); a {format} file runs in fp32"
         )
-    from ssd.deploy.formats.openvino import cpu_has_bf16
-
-    if not cpu_has_bf16():
+    if not openvino_format.cpu_has_bf16():
         raise UserError(
             "--precision bf16: this CPU has no bf16 instructions (AVX512-BF16 or AMX), so the file could "
             "neither be checked nor run fast here"

@@ -45,6 +45,7 @@ from ssd.data.splits import WHOLE, default_training_split
 from ssd.deploy.export import export_model
 from ssd.deploy.formats import load_predictor, require_export_name
 from ssd.deploy.formats.onnx import onnx_file_bytes, require_onnx_packages
+from ssd.deploy.formats.openvino import require_openvino, weights_path, write_ir_from_onnx
 from ssd.deploy.predictor import ExportedPredictor
 from ssd.errors import DatasetError, UserError, require_extra
 from ssd.evaluation.evaluator import Evaluator
@@ -233,8 +234,6 @@ def export_int8(
     if format not in ("onnx", "openvino"):
         raise UserError(f"INT8 exports are ONNX or OpenVINO files, not {format}")
     if format == "openvino":
-        from ssd.deploy.formats.openvino import require_openvino
-
         require_openvino()
     path = Path(path)
     require_export_name(path, format)
@@ -306,8 +305,6 @@ def export_int8(
         int8_onnx.write_bytes(onnx_file_bytes(quantized, json.dumps(metadata)))
         evaluated = int8_onnx  # the file of the asked format: what is checked is what is deployed
         if format == "openvino":
-            from ssd.deploy.formats.openvino import write_ir_from_onnx
-
             evaluated = folder / "int8.xml"
             write_ir_from_onnx(int8_onnx, evaluated, json.dumps(metadata))
         int8 = load_predictor(evaluated)  # as every reader of the file will: checksum checked, metadata read
@@ -363,8 +360,6 @@ def _write_final(quantized, metadata: str, path: Path, format: str, folder: Path
     content = onnx_file_bytes(quantized, metadata)
     files = {path: content}
     if format == "openvino":
-        from ssd.deploy.formats.openvino import weights_path, write_ir_from_onnx
-
         (folder / "final.onnx").write_bytes(content)
         write_ir_from_onnx(folder / "final.onnx", folder / "final.xml", metadata)
         files = {
