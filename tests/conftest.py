@@ -35,3 +35,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    """mobilenetv3_small_ssd at 64 pixels with the synthetic dataset's five classes: fast to build and run
+    (the model every export test writes and reads back)."""
+    import ssd
+    from ssd.data.formats.synthetic import CLASS_NAMES
+
+    torch.manual_seed(0)
+    return ssd.build_model(
+        "mobilenetv3_small_ssd", num_classes=6, class_names=CLASS_NAMES, input_size=64
+    ).eval()

@@ -35,14 +35,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny_model():
-    torch.manual_seed(0)
-    return ssd.build_model(
-        "mobilenetv3_small_ssd", num_classes=6, class_names=CLASS_NAMES, input_size=64
-    ).eval()
-
-
-@pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("openvino")
 
