@@ -27,6 +27,7 @@ from ssd.deploy.formats.openvino import (  # noqa: E402  (needs openvino, checke
     CHECKSUM_ELEMENT,
     OpenVinoPredictor,
     cpu_has_bf16,
+    elementary_hard_activations,
     ir_checksum,
     weights_path,
 )
@@ -76,6 +77,48 @@ def test_the_ir_is_two_files_and_predicts_what_pytorch_predicts(tiny_model, ir):
     assert detector.num_classes == 6 and detector.precision == "fp32"
     for ours, theirs in zip(tiny_model.predict(_pictures()), detector.predict(_pictures()), strict=True):
         assert compare_detections(theirs, ours).ok
+
+
+def test_hard_activations_become_elementary_ops_that_openvino_fuses(tmp_path):
+    """The IR's HardSigmoid / HardSwish are rewritten as Add, Clip, Div (and Mul): equal outputs in
+    onnxruntime, and in OpenVINO's compiled graph no reference kernel (`Math`) is left for them."""
+    onnx = pytest.importorskip("onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    conv = helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1])
+    sigmoid = helper.make_node("HardSigmoid", ["c"], ["s"], alpha=0.2, beta=0.4)
+    swish = helper.make_node("HardSwish", ["c"], ["h"])
+    total = helper.make_node("Add", ["s", "h"], ["y"])
+    weights = onnx.numpy_helper.from_array(
+        torch.randn(8, 3, 3, 3, generator=torch.Generator().manual_seed(0)).numpy(), "w"
+    )
+    graph = helper.make_graph(
+        [conv, sigmoid, swish, total],
+        "hard",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [weights],
+    )
+    original = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    rewritten = onnx.ModelProto.FromString(original.SerializeToString())
+    assert elementary_hard_activations(rewritten) == 2
+    assert {n.op_type for n in rewritten.graph.node} == {"Conv", "Add", "Clip", "Div", "Mul"}
+    onnx.checker.check_model(rewritten)
+
+    x = (
+        4 * torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    ).numpy()  # every clip region
+    run = lambda model: onnxruntime.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]  # noqa: E731
+    assert torch.allclose(torch.from_numpy(run(rewritten)), torch.from_numpy(run(original)), atol=1e-6)
+
+    path = tmp_path / "hard.onnx"
+    onnx.save(rewritten, str(path))
+    compiled = openvino.Core().compile_model(openvino.convert_model(str(path)), "CPU")
+    layer_types = {
+        op.get_rt_info()["layerType"].astype(str) for op in compiled.get_runtime_model().get_ordered_ops()
+    }
+    assert "Math" not in layer_types, layer_types
 
 
 def test_post_processing_in_the_graph_and_any_batch_size(tiny_model, checkpoint, folder, capfd):

@@ -3,7 +3,8 @@
 An IR is two files: `model.xml` (the graph) and `model.bin` beside it (the weights); `ssd export` writes
 both, and the `.xml` is the name to give every command. The file is made by converting our ONNX graph
 (`ssd.deploy.formats.onnx`, post-processing and NonMaxSuppression included when asked), so both formats
-compute the same graph; OpenVINO fuses and schedules it for the CPU it runs on.
+compute the same graph; OpenVINO fuses and schedules it for the CPU it runs on. One rewrite on the way:
+HardSigmoid and HardSwish become the elementary operations OpenVINO fuses (`elementary_hard_activations`).
 
 Precision. The IR holds fp32 weights. It runs in the precision its metadata names (`precision`, written by
 `ssd export --precision`): fp32, or bf16 (OpenVINO's inference-precision hint) on a CPU with bf16
@@ -100,6 +101,7 @@ def write_ir_from_onnx(onnx_path: Path, path: Path, metadata: str) -> None:
     onnx = require_extra("onnx", "openvino", "converting to OpenVINO")
     source = onnx.load(str(onnx_path))
     del source.metadata_props[:]
+    elementary_hard_activations(source)
     with tempfile.TemporaryDirectory(prefix="ssd-openvino-") as temporary:
         plain = Path(temporary) / "plain.onnx"
         onnx.save(source, str(plain))
@@ -116,6 +118,59 @@ def write_ir_from_onnx(onnx_path: Path, path: Path, metadata: str) -> None:
     xml = xml[:start] + _ir_digest(xml, weights).encode() + xml[end:]
     weights_path(path).write_bytes(weights)
     path.write_bytes(xml)
+
+
+def elementary_hard_activations(onnx_model: Any) -> int:
+    """Rewrite each ONNX `HardSigmoid` and `HardSwish` node (changed in place) as the elementary ops
+    `clip(x + beta / alpha, 0, 1 / alpha) / (1 / alpha)` (times `x` for HardSwish, whose alpha is 1/6 and
+    beta 1/2); returns how many nodes were rewritten.
+
+    Why: OpenVINO's CPU plugin has no fast kernel for the ONNX operators. It runs them with a reference
+    implementation, and reorders the tensor to a plain layout and back around each one; and in an INT8
+    graph, where the activation sits between a convolution's dequantize and the next quantize, nothing fuses
+    them away. The elementary form is the one OpenVINO recognises as its own HSigmoid / HSwish and fuses
+    into the convolution. Measured on SSDLite (BCCD-trained, 320 px, 2 threads, the graph alone): INT8
+    3.4 -> 1.8 ms, fp32 3.6 -> 3.5 ms. Only the IR gets this form: onnxruntime runs the ONNX operators
+    faster than the elementary ones (fp32 3.8 against 4.9 ms).
+    """
+    onnx = require_extra("onnx", "openvino", "converting to OpenVINO")
+    numpy_helper, helper = onnx.numpy_helper, onnx.helper
+    graph = onnx_model.graph
+    rewritten, nodes = 0, []
+    for index, node in enumerate(graph.node):
+        if node.op_type not in ("HardSigmoid", "HardSwish"):
+            nodes.append(node)
+            continue
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        alpha, beta = (
+            (1 / 6, 0.5)
+            if node.op_type == "HardSwish"
+            else (attributes.get("alpha", 0.2), attributes.get("beta", 0.5))
+        )
+        name = f"{node.name or node.op_type}_{index}_elementary"
+        constants = {"shift": beta / alpha, "low": 0.0, "high": 1 / alpha}
+        for key, value in constants.items():
+            graph.initializer.append(
+                numpy_helper.from_array(np.array(value, dtype=np.float32), f"{name}_{key}")
+            )
+        (x,), (y,) = node.input, node.output
+        sigmoid = y if node.op_type == "HardSigmoid" else f"{name}_sigmoid"
+        nodes += [
+            helper.make_node("Add", [x, f"{name}_shift"], [f"{name}_shifted"], name=f"{name}_add"),
+            helper.make_node(
+                "Clip",
+                [f"{name}_shifted", f"{name}_low", f"{name}_high"],
+                [f"{name}_clipped"],
+                name=f"{name}_clip",
+            ),
+            helper.make_node("Div", [f"{name}_clipped", f"{name}_high"], [sigmoid], name=f"{name}_div"),
+        ]
+        if node.op_type == "HardSwish":
+            nodes.append(helper.make_node("Mul", [x, sigmoid], [y], name=f"{name}_mul"))
+        rewritten += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return rewritten
 
 
 def write_openvino(
