@@ -7,6 +7,16 @@ import torch
 from ssd.errors import UserError
 
 
+def torch_has_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX) for PyTorch's oneDNN kernels. (oneDNN's
+    own `_is_mkldnn_bf16_supported` is true on any AVX512 CPU, where bf16 is emulated and slow.)"""
+    checks = (
+        getattr(torch.cpu, "_is_avx512_bf16_supported", None),
+        getattr(torch.cpu, "_is_amx_tile_supported", None),
+    )
+    return any(bool(check()) for check in checks if check is not None)
+
+
 def choose_device(name: str, local_rank: int = 0) -> torch.device:
     """`auto`: the GPU when torch sees one, else Apple's MPS, else the CPU; a named device is checked."""
     if name == "auto":

@@ -33,6 +33,7 @@ from ssd.deploy.formats import load_predictor
 from ssd.deploy.formats.openvino import cpu_has_bf16
 from ssd.deploy.predictor import ExportedPredictor
 from ssd.deploy.threads import available_cpus, set_inference_threads, torch_threads
+from ssd.device import torch_has_bf16
 from ssd.models.fold import prepare_for_inference
 from ssd.models.registry import build_model
 
@@ -89,16 +90,6 @@ def matmul_gflops(size: int = 1024, runs: int = 20) -> float:
 
 BACKENDS = ("torch", "torch-bf16", "onnx", "openvino", "openvino-bf16")
 PRECISION_OF_BACKEND = {"torch-bf16": "bf16", "openvino-bf16": "bf16"}  # the others: fp32
-
-
-def torch_has_bf16() -> bool:
-    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX) for PyTorch's oneDNN kernels. (oneDNN's
-    own `_is_mkldnn_bf16_supported` is true on any AVX512 CPU, where bf16 is emulated and slow.)"""
-    checks = (
-        getattr(torch.cpu, "_is_avx512_bf16_supported", None),
-        getattr(torch.cpu, "_is_amx_tile_supported", None),
-    )
-    return any(bool(check()) for check in checks if check is not None)
 
 
 def _has_module(name: str) -> bool:

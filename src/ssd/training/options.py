@@ -80,7 +80,7 @@ class TrainOptions:
     freeze_backbone: int = 0  # epochs
     # machinery
     device: str = "auto"
-    amp: bool | None = None  # None: on for CUDA
+    amp: bool | None = None  # None: fp16 on CUDA; bf16 on a bf16 CPU where the architecture says
     channels_last: bool | None = None  # None: on for CUDA, and on a CPU where the architecture says
     sync_bn: bool = False
     workers: int | None = None  # None: 0 on a CPU (loading is cheap next to a CPU step), else up to 8

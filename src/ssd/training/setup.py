@@ -16,6 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ssd.data import build_transforms
 from ssd.data.loader import AugmentedDataset, SeededSampler, collate_detection
+from ssd.device import torch_has_bf16
 from ssd.errors import UserError
 from ssd.evaluation import Evaluator
 from ssd.models.checkpoint import load_weights_for_finetuning
@@ -57,6 +58,7 @@ class TrainingParts:
     ema: ModelEMA | None
     device: torch.device
     amp: bool
+    amp_dtype: torch.dtype | None  # float16 (CUDA), bfloat16 (a CPU with bf16 instructions), None: fp32
     channels_last: bool
     batch_sampler: ShardedBatchSampler
     loader: torch.utils.data.DataLoader
@@ -98,9 +100,8 @@ def set_up_training(
             check_free_space(Path(options.save).parent, size, f"--save {options.save}")
     device = context.device
     cuda = device.type == "cuda"
-    amp = options.amp if options.amp is not None else cuda
-    if amp and not cuda:
-        raise UserError("--amp needs a CUDA device; this run is on " + str(device))
+    amp_dtype = _amp_dtype(options.amp, device, model.config.arch)
+    amp = amp_dtype is not None
     channels_last = options.channels_last
     if channels_last is None:
         channels_last = cuda or architecture_defaults(model.config.arch).cpu_channels_last
@@ -139,7 +140,8 @@ def set_up_training(
     lr = scaled_lr(options, context.world_size)
     optimizer = build_optimizer(model, options, lr)
     scheduler = build_scheduler(optimizer, options, len(batch_sampler))
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    # fp16 needs its gradients scaled (they would underflow); bf16 has fp32's range and needs no scaler.
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     ddp_model = model
     if context.enabled:
         ddp_model = DistributedDataParallel(
@@ -167,6 +169,7 @@ def set_up_training(
         ema=ema,
         device=device,
         amp=amp,
+        amp_dtype=amp_dtype,
         channels_last=channels_last,
         batch_sampler=batch_sampler,
         loader=loader,
@@ -224,6 +227,23 @@ def _default_box_scales(options: TrainOptions, config: SSDConfig, data: Training
     # The first feature map's side, from a dry run of the architecture at this input size.
     cells = min(build_model(options.arch, num_classes=2, config=config).feature_sizes[0])
     return fit_scales(data.train_set.targets, config.scales, options.augment == "ssd", cells)
+
+
+def _amp_dtype(asked: bool | None, device: torch.device, arch: str) -> torch.dtype | None:
+    """The autocast precision of the forward pass: fp16 on CUDA, bf16 on a CPU with bf16 instructions
+    (AVX512-BF16 or AMX), None for fp32. Unasked (`None`), CUDA uses it, and a CPU where the architecture's
+    defaults measured it worth it. The weights, the optimiser and the loss stay fp32 either way."""
+    if device.type == "cuda":
+        return torch.float16 if asked in (None, True) else None
+    if device.type == "cpu" and torch_has_bf16():
+        on = asked if asked is not None else architecture_defaults(arch).cpu_bf16
+        return torch.bfloat16 if on else None
+    if asked:
+        raise UserError(
+            f"--amp needs a CUDA device or a CPU with bf16 instructions (AVX512-BF16 or AMX); this run is on "
+            f"{device}{' without them' if device.type == 'cpu' else ''}"
+        )
+    return None
 
 
 def _run_dir(options: TrainOptions, resume: ResumePoint | None, context: DistributedContext) -> Path:

@@ -381,7 +381,7 @@ class Trainer:
             if isinstance(images, torch.Tensor)
             else [image.to(device, non_blocking=True) for image in images]
         )
-        autocast = torch.autocast(device_type="cuda", dtype=torch.float16) if parts.amp else nullcontext()
+        autocast = torch.autocast(device.type, dtype=parts.amp_dtype) if parts.amp else nullcontext()
         with autocast:
             losses = self.compute_losses(images, targets)
         loss = losses["loss"]
@@ -396,8 +396,8 @@ class Trainer:
             norm = torch.nn.utils.clip_grad_norm_(
                 [p for p in self.model.parameters() if p.grad is not None], self.options.clip_grad
             )
-            # With AMP the scaler skips steps with infinite gradients itself (and lowers its scale).
-            if not parts.amp and not bool(torch.isfinite(norm)):
+            # With fp16 the scaler skips steps with infinite gradients itself (and lowers its scale).
+            if not parts.scaler.is_enabled() and not bool(torch.isfinite(norm)):
                 parts.optimizer.zero_grad(set_to_none=True)
                 return self._skip_step(targets, loss, "gradient")
         parts.scaler.step(parts.optimizer)

@@ -139,7 +139,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     machine = parser.add_argument_group("machine and outputs")
     _flag(machine, "--device", help="auto (default: CUDA when present), cpu, cuda, cuda:N or mps")
-    _switch(machine, "--amp", "mixed precision (default: on for CUDA; CUDA only)")
+    _switch(
+        machine,
+        "--amp",
+        "mixed precision: fp16 on CUDA, bf16 on a CPU with AVX512-BF16 or AMX "
+        "(default: on for CUDA, and on such a CPU for mobilenetv3_ssd)",
+    )
     _switch(
         machine,
         "--channels-last",

@@ -64,7 +64,7 @@ def training_checkpoint(trainer: Trainer, epochs_done: int) -> dict[str, Any]:
         ema_updates=ema.updates if ema is not None else 0,
         optimizer=parts.optimizer.state_dict(),
         scheduler=parts.scheduler.state_dict(),
-        scaler=parts.scaler.state_dict() if parts.amp else None,
+        scaler=parts.scaler.state_dict() if parts.scaler.is_enabled() else None,
         epoch=epochs_done,
         step=trainer.step,
         rng=rng_state(),

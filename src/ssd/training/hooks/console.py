@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 
 from ssd.training.hooks.base import Hook
@@ -31,7 +32,7 @@ class ConsoleReport(Hook):
             + (f" per process ({options.batch_size * context.world_size} global)" if context.enabled else "")
             + f", {options.optimizer} lr {parts.lr:g}, {options.scheduler}, input {model.config.input_size[0]}, "
             f"augment '{options.augment}', matcher {options.matcher}, on {place}"
-            + (", AMP" if parts.amp else "")
+            + ({torch.float16: ", AMP fp16", torch.bfloat16: ", AMP bf16"}.get(parts.amp_dtype, ""))
             + (", EMA" if parts.ema is not None else "")
         )
         if options.batch_size == 1 and any(
