@@ -143,7 +143,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         machine,
         "--amp",
         "mixed precision: fp16 on CUDA, bf16 on a CPU with AVX512-BF16 or AMX "
-        "(default: on for CUDA, and on such a CPU for mobilenetv3_ssd)",
+        "(default: on for CUDA only)",
     )
     _switch(
         machine,
