@@ -142,8 +142,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _switch(
         machine,
         "--amp",
-        "mixed precision: fp16 on CUDA, bf16 on a CPU with AVX512-BF16 or AMX "
-        "(default: on for CUDA only)",
+        "mixed precision: fp16 on CUDA, bf16 on a CPU with AVX512-BF16 or AMX (default: on for CUDA only)",
     )
     _switch(
         machine,
