@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import ssd.training.recipes as recipes
 import ssd.training.setup as training_setup
 from ssd.cli.main import main
 from ssd.device import torch_has_bf16
@@ -20,24 +19,19 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)
 
 
 @pytest.mark.parametrize("has_bf16", [True, False])
-def test_the_precision_follows_the_device_the_cpu_and_the_architecture(monkeypatch, has_bf16):
+def test_the_precision_follows_the_device_and_the_cpu(monkeypatch, has_bf16):
     monkeypatch.setattr(training_setup, "torch_has_bf16", lambda: has_bf16)
     choose = training_setup._amp_dtype
-    assert choose(None, CUDA, "vgg16_ssd300") is torch.float16 and choose(False, CUDA, "vgg16_ssd300") is None
-    assert choose(None, CPU, "mobilenetv3_ssd") is None  # fp32 unless asked (bf16 is not reproducible)
-    assert choose(None, CPU, "vgg16_ssd300") is None
-    monkeypatch.setitem(
-        recipes.ARCHITECTURE_DEFAULTS, "vgg16_ssd300", recipes.ArchitectureDefaults(cpu_bf16=True)
-    )
-    assert choose(None, CPU, "vgg16_ssd300") is (torch.bfloat16 if has_bf16 else None)
-    assert choose(False, CPU, "mobilenetv3_ssd") is None
+    assert choose(None, CUDA) is torch.float16 and choose(False, CUDA) is None
+    assert choose(None, CPU) is None  # fp32 unless asked (bf16 is not reproducible)
+    assert choose(False, CPU) is None
     if has_bf16:
-        assert choose(True, CPU, "vgg16_ssd300") is torch.bfloat16
+        assert choose(True, CPU) is torch.bfloat16
     else:
         with pytest.raises(UserError, match="--amp needs a CUDA device or a CPU with bf16 instructions"):
-            choose(True, CPU, "vgg16_ssd300")
+            choose(True, CPU)
     with pytest.raises(UserError, match="this run is on mps"):
-        choose(True, torch.device("mps"), "mobilenetv3_ssd")
+        choose(True, torch.device("mps"))
 
 
 def test_amp_on_a_cpu_without_bf16_is_one_line(tmp_path, monkeypatch, capsys):

@@ -17,10 +17,6 @@ class ArchitectureDefaults:
     # Whether training on a CPU uses the channels-last memory layout (on CUDA it always does). It helps some
     # architectures and slows others, so it is measured per architecture.
     cpu_channels_last: bool = False
-    # Whether training on a CPU with bf16 instructions (AVX512-BF16 or AMX) runs the forward pass under bf16
-    # autocast without being asked (`--amp`): for speed, where it is measured to reach the same mAP and to
-    # be reproducible.
-    cpu_bf16: bool = False
 
 
 # Architectures not listed train with `ArchitectureDefaults()`.

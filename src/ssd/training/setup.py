@@ -57,7 +57,6 @@ class TrainingParts:
     ddp_model: nn.Module  # what the steps call: `model`, or DistributedDataParallel around it
     ema: ModelEMA | None
     device: torch.device
-    amp: bool
     amp_dtype: torch.dtype | None  # float16 (CUDA), bfloat16 (a CPU with bf16 instructions), None: fp32
     channels_last: bool
     batch_sampler: ShardedBatchSampler
@@ -100,8 +99,7 @@ def set_up_training(
             check_free_space(Path(options.save).parent, size, f"--save {options.save}")
     device = context.device
     cuda = device.type == "cuda"
-    amp_dtype = _amp_dtype(options.amp, device, model.config.arch)
-    amp = amp_dtype is not None
+    amp_dtype = _amp_dtype(options.amp, device)
     channels_last = options.channels_last
     if channels_last is None:
         channels_last = cuda or architecture_defaults(model.config.arch).cpu_channels_last
@@ -168,7 +166,6 @@ def set_up_training(
         ddp_model=ddp_model,
         ema=ema,
         device=device,
-        amp=amp,
         amp_dtype=amp_dtype,
         channels_last=channels_last,
         batch_sampler=batch_sampler,
@@ -229,21 +226,20 @@ def _default_box_scales(options: TrainOptions, config: SSDConfig, data: Training
     return fit_scales(data.train_set.targets, config.scales, options.augment == "ssd", cells)
 
 
-def _amp_dtype(asked: bool | None, device: torch.device, arch: str) -> torch.dtype | None:
-    """The autocast precision of the forward pass: fp16 on CUDA, bf16 on a CPU with bf16 instructions
-    (AVX512-BF16 or AMX), None for fp32. Unasked (`None`), CUDA uses it, and a CPU where the architecture's
-    defaults measured it worth it. The weights, the optimiser and the loss stay fp32 either way."""
+def _amp_dtype(asked: bool | None, device: torch.device) -> torch.dtype | None:
+    """The autocast precision of the forward pass: fp16 on CUDA unless `--no-amp`; bf16 on a CPU with bf16
+    instructions (AVX512-BF16 or AMX) only when `--amp` asks (it is not reproducible from one process to
+    the next there, docs/training.md); None for fp32. The weights, the optimiser and the loss stay fp32."""
     if device.type == "cuda":
         return torch.float16 if asked in (None, True) else None
+    if not asked:
+        return None
     if device.type == "cpu" and torch_has_bf16():
-        on = asked if asked is not None else architecture_defaults(arch).cpu_bf16
-        return torch.bfloat16 if on else None
-    if asked:
-        raise UserError(
-            f"--amp needs a CUDA device or a CPU with bf16 instructions (AVX512-BF16 or AMX); this run is on "
-            f"{device}{' without them' if device.type == 'cpu' else ''}"
-        )
-    return None
+        return torch.bfloat16
+    raise UserError(
+        f"--amp needs a CUDA device or a CPU with bf16 instructions (AVX512-BF16 or AMX); this run is on "
+        f"{device}{' without them' if device.type == 'cpu' else ''}"
+    )
 
 
 def _run_dir(options: TrainOptions, resume: ResumePoint | None, context: DistributedContext) -> Path:

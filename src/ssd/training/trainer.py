@@ -381,7 +381,7 @@ class Trainer:
             if isinstance(images, torch.Tensor)
             else [image.to(device, non_blocking=True) for image in images]
         )
-        autocast = torch.autocast(device.type, dtype=parts.amp_dtype) if parts.amp else nullcontext()
+        autocast = torch.autocast(device.type, dtype=parts.amp_dtype) if parts.amp_dtype else nullcontext()
         with autocast:
             losses = self.compute_losses(images, targets)
         loss = losses["loss"]
