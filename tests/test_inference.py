@@ -129,6 +129,49 @@ def test_preprocess_resizes_exactly_like_a_three_channel_bilinear_resize(layout)
     assert (batch - expected).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("layout", ["chw", "hwc_view", "float", "grey", "rgba", "batch"])
+def test_the_eight_bit_resize_is_within_one_level_of_the_float_resize(layout):
+    """What INT8 files' predictors resize with: each value at most one of 255 levels from the float resize,
+    in channels-last memory (so its HWC view needs no copy); float pictures are rounded to 8 bits first."""
+    from ssd.models.preprocess import Preprocess
+
+    generator = torch.Generator().manual_seed(1)
+    hwc = torch.randint(0, 256, (123, 217, 4), dtype=torch.uint8, generator=generator)
+    chw = hwc[..., :3].permute(2, 0, 1)
+    pictures = {
+        "chw": [chw.contiguous()],
+        "hwc_view": [chw],
+        "float": [chw.float() / 255],
+        "grey": [chw[:1]],
+        "rgba": [hwc.numpy()],
+        "batch": chw[None].float() / 255,
+    }[layout]
+    expected_input = chw[:1].expand(3, -1, -1) if layout == "grey" else chw
+    preprocess = Preprocess((64, 80), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), eight_bit=True)
+    batch, sizes = preprocess.resized_uint8(pictures)
+    expected = torch.nn.functional.interpolate(
+        expected_input[None].float(), size=(64, 80), mode="bilinear", align_corners=False
+    )
+    assert batch.dtype == torch.uint8 and batch.shape == (1, 3, 64, 80) and sizes == [(123, 217)]
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+    assert (batch.float() - expected).abs().max() <= 1.0
+    floats, _ = preprocess(pictures)  # what an INT8 onnxruntime file is given: the same values in [0, 1]
+    assert torch.equal(floats, batch.float() / 255)
+
+
+def test_the_eight_bit_resize_keeps_pictures_of_the_input_size_as_they_are():
+    from ssd.models.preprocess import Preprocess
+
+    picture = torch.randint(
+        0, 256, (3, 64, 80), dtype=torch.uint8, generator=torch.Generator().manual_seed(2)
+    )
+    preprocess = Preprocess((64, 80), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), eight_bit=True)
+    batch, _ = preprocess.resized_uint8([picture, picture.float() / 255])
+    assert torch.equal(batch[0], picture) and torch.equal(batch[1], picture)
+    empty, sizes = preprocess.resized_uint8([])
+    assert empty.shape == (0, 3, 64, 80) and sizes == []
+
+
 def test_thread_count_is_restored_after_a_block_with_fewer_threads():
     from ssd.deploy.threads import torch_threads
 

@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import BCCD, FIXTURES, shared_path
@@ -270,6 +271,40 @@ def test_int8_openvino_export_is_checked_by_its_map(checkpoint, tmp_path, capfd)
     assert detector.precision == "int8" and detector.metadata["calibration"]["pictures"] == 4
     assert len(detector.predict(_pictures(1))) == 1
     assert not list(tmp_path.glob(".*partial"))
+
+
+def test_an_int8_ir_takes_eight_bit_pictures_and_detects_as_with_float_input(checkpoint, tmp_path):
+    """An INT8 IR is compiled to take the 8-bit resized picture (HWC, uint8): its outputs are those of the
+    same IR given the same values as [0, 1] floats in CHW order, the input it was exported with."""
+    from ssd.deploy.formats import load_predictor
+
+    data = tmp_path / "synthetic"
+    write_synthetic_coco(data, {"train": 8, "val": 4}, image_size=64)
+    out = tmp_path / "tiny_int8.xml"
+    argv = [
+        "export",
+        "--weights",
+        str(checkpoint),
+        "--format",
+        "openvino",
+        "--int8",
+        "--calibration",
+        str(data),
+    ]
+    assert main([*argv, "--calibration-pictures", "4", "--max-map-drop", "1", "--out", str(out)]) == 0
+    detector = load_predictor(out, threads=1)
+    (graph_input,) = detector.compiled.inputs
+    assert graph_input.get_element_type() == openvino.Type.u8
+    assert list(graph_input.get_shape()) == [1, *detector.input_size, 3]
+    batch, _ = detector.graph_input(_pictures(2))
+    assert batch.dtype == torch.uint8 and len(batch) == 2
+    as_exported = openvino.Core().compile_model(str(out), "CPU", {"INFERENCE_NUM_THREADS": 1})
+    for index in range(len(batch)):
+        floats = np.ascontiguousarray(batch[index : index + 1].float().div(255).numpy())
+        expected = as_exported.create_infer_request().infer({0: floats})
+        got = detector.run_graph(batch[index : index + 1])
+        for output, value in zip(as_exported.outputs, got, strict=True):
+            assert torch.allclose(value, torch.from_numpy(np.array(expected[output])), atol=1e-4)
 
 
 def test_the_detect_command_draws_with_the_ir(ir, tmp_path, capfd):

@@ -340,8 +340,8 @@ def _split(prepared, predictor, network, picture: torch.Tensor, runs: int) -> di
         net = time_calls(lambda: network.head_outputs(batch), runs)
     else:
         with torch_threads(1):  # as an exported file's `predict` runs them
-            batch, _ = network.preprocess([picture])
-            pre = time_calls(lambda: network.preprocess([picture]), runs)
+            batch, _ = network.graph_input([picture])
+            pre = time_calls(lambda: network.graph_input([picture]), runs)
         cls_logits, bbox_regression = network.run_graph(batch)
         net = time_calls(lambda: network.run_graph(batch), runs)
     anchors = prepared.anchors
@@ -362,8 +362,8 @@ def _split_exported(predictor: ExportedPredictor, picture: torch.Tensor, runs: i
     size = tuple(picture.shape[-2:])
     glue = torch_threads(1) if predictor.backend != "torchscript" else contextlib.nullcontext()
     with glue:
-        batch, _ = predictor.preprocess([picture])
-        pre = time_calls(lambda: predictor.preprocess([picture]), runs)
+        batch, _ = predictor.graph_input([picture])
+        pre = time_calls(lambda: predictor.graph_input([picture]), runs)
     outputs = predictor._run_batched(batch)
     net = time_calls(lambda: predictor._run_batched(batch), runs)
     post_ms = 0.0  # a graph with post-processing: inside the network's time

@@ -110,7 +110,10 @@ class ExportedPredictor:
         # what the file runs in: "fp32", "int8" (an INT8 export), "bf16" (an OpenVINO file run in bf16)
         self.precision = str(metadata.get("precision", "fp32"))
         # Mean 0 and std 1: the graph normalises, so the predictor only resizes (with the model's own code).
-        self.preprocess = Preprocess(self.config.input_size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+        # An INT8 graph quantizes its input to 8 bits, so its pictures are resized as 8-bit values, faster.
+        self.preprocess = Preprocess(
+            self.config.input_size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), eight_bit=self.precision == "int8"
+        )
         self.postprocessor = PostProcessor(
             self.config.score_threshold,
             self.config.nms_threshold,
@@ -139,6 +142,10 @@ class ExportedPredictor:
             )
         return self._anchors
 
+    def graph_input(self, images: Sequence[Any]) -> tuple[Tensor, list[tuple[int, int]]]:
+        """The batch `run_graph` takes, and each picture's original (height, width)."""
+        return self.preprocess(images)
+
     def run_graph(self, batch: Tensor) -> list[Tensor]:
         raise NotImplementedError
 
@@ -157,7 +164,7 @@ class ExportedPredictor:
         """Detections for a list of pictures of any size (or one picture), like `SSD.predict`."""
         if isinstance(images, Tensor) and images.ndim == 3 or not isinstance(images, (list, tuple, Tensor)):
             images = [images]
-        batch, original_sizes = self.preprocess(images)
+        batch, original_sizes = self.graph_input(images)
         if len(batch) == 0:
             return []
         outputs = self._run_batched(batch)

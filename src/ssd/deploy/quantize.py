@@ -14,8 +14,9 @@ quantizer works best after), and quantizes it with `quantize_static`:
   tensor, from the minimum and maximum each tensor takes on the calibration pictures (why: `_quantize`).
 
 The calibration pictures are the training split of a dataset in any layout the toolkit reads, spread
-evenly over it, resized by the same code as the exported file's predictor: exactly the `images` input the
-graph receives (RGB in [0, 1] at the input size; normalisation is inside the graph).
+evenly over it, resized as the INT8 file's predictor resizes them (as 8-bit values, `Preprocess.eight_bit`):
+exactly the `images` input the graph receives (RGB in [0, 1] at the input size; normalisation is inside the
+graph).
 
 Every INT8 export then evaluates itself: the fp32 file and the INT8 file on the dataset's evaluation split
 (chosen as `ssd eval` chooses it without --split, but never the pictures calibration used when the dataset
@@ -38,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import Tensor, nn
 
 from ssd.data import available_splits, build_dataset
@@ -50,6 +52,7 @@ from ssd.deploy.predictor import ExportedPredictor
 from ssd.errors import DatasetError, UserError, require_extra
 from ssd.evaluation.evaluator import Evaluator
 from ssd.evaluation.split_choice import SplitChoice, split_to_evaluate
+from ssd.models.preprocess import Preprocess
 
 DEFAULT_CALIBRATION_PICTURES = 64
 DEFAULT_MAX_MAP_DROP = 0.01
@@ -139,8 +142,10 @@ def _check_classes(model: nn.Module, dataset, datapath: str, split: str) -> None
 
 def _calibration_reader(predictor: ExportedPredictor, dataset, indices: Sequence[int]):
     """onnxruntime's `CalibrationDataReader` over `dataset[indices]`: each picture read when asked for and
-    resized by the predictor of the fp32 file, so the inputs are exactly what the graph receives."""
+    resized as the INT8 file's predictor will resize it, so the inputs are exactly what the graph receives."""
     from onnxruntime.quantization import CalibrationDataReader
+
+    resize = Preprocess(predictor.input_size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), eight_bit=True)
 
     class PictureReader(CalibrationDataReader):
         def __init__(self):
@@ -152,8 +157,8 @@ def _calibration_reader(predictor: ExportedPredictor, dataset, indices: Sequence
             if index is None:
                 return None
             image, _ = dataset[index]
-            batch, _ = predictor.preprocess([image])
-            return {self.input_name: batch.numpy()}
+            batch, _ = resize([image])
+            return {self.input_name: np.ascontiguousarray(batch.numpy())}
 
         def __len__(self) -> int:
             return len(indices)

@@ -50,9 +50,17 @@ def to_chw_tensor(image: Any) -> Tensor:
 class Preprocess(nn.Module):
     """Resize (bilinear, `align_corners=False`) to the input size and normalise with the model's mean/std."""
 
-    def __init__(self, input_size: tuple[int, int], image_mean: Sequence[float], image_std: Sequence[float]):
+    def __init__(
+        self,
+        input_size: tuple[int, int],
+        image_mean: Sequence[float],
+        image_std: Sequence[float],
+        eight_bit: bool = False,
+    ):
         super().__init__()
         self.input_size = tuple(input_size)
+        # Resize as 8-bit values (`resized_uint8`): for a graph that quantizes its input to 8 bits anyway
+        self.eight_bit = eight_bit
         self.register_buffer(
             "image_mean", torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1), False
         )
@@ -62,6 +70,9 @@ class Preprocess(nn.Module):
 
     def forward(self, images: Tensor | Sequence[Any]) -> tuple[Tensor, list[tuple[int, int]]]:
         """Returns the batch `(B, 3, H_in, W_in)` and each picture's original (height, width)."""
+        if self.eight_bit:
+            batch, original_sizes = self.resized_uint8(images)
+            return (batch.float().div_(255.0) - self.image_mean) / self.image_std, original_sizes
         device = self.image_mean.device
         if isinstance(images, Tensor) and images.ndim == 4:
             original_sizes = [tuple(images.shape[-2:])] * len(images)
@@ -98,3 +109,38 @@ class Preprocess(nn.Module):
         single_channel = batch.view(n * c, 1, h, w)
         resized = F.interpolate(single_channel, size=self.input_size, mode="bilinear", align_corners=False)
         return resized.view(n, c, *self.input_size)
+
+    def resized_uint8(self, images: Tensor | Sequence[Any]) -> tuple[Tensor, list[tuple[int, int]]]:
+        """The pictures resized as 8-bit values: a uint8 batch `(B, 3, H_in, W_in)` in channels-last memory
+        (so `batch.permute(0, 2, 3, 1)` is an HWC array without a copy), and each original (height, width).
+
+        PyTorch's uint8 bilinear kernel: the same sampling as the float resize, each value rounded to a whole
+        level (at most 1 of 255 from it). A float picture is rounded to 8 bits first. On a 480x640 picture,
+        one thread: 0.24 ms, against 0.82 ms for the float resize; and 8-bit input is what an INT8 graph
+        keeps of its input anyway, since its first layer quantizes it to 256 levels.
+        """
+        if isinstance(images, Tensor) and images.ndim == 4:
+            images = list(images)
+        pictures = [_as_uint8(to_chw_tensor(image).to(self.image_mean.device)) for image in images]
+        if not pictures:
+            return torch.empty(0, 3, *self.input_size, dtype=torch.uint8), []
+        resized = [
+            p[None]
+            if tuple(p.shape[-2:]) == self.input_size
+            else F.interpolate(
+                p[None].contiguous(memory_format=torch.channels_last),
+                size=self.input_size,
+                mode="bilinear",
+                align_corners=False,
+            )
+            for p in pictures
+        ]
+        batch = torch.cat(resized).contiguous(memory_format=torch.channels_last)
+        return batch, [tuple(p.shape[-2:]) for p in pictures]
+
+
+def _as_uint8(picture: Tensor) -> Tensor:
+    """A picture as uint8: float ones (in [0, 1]) rounded to the nearest of 256 levels."""
+    if picture.dtype == torch.uint8:
+        return picture
+    return picture.float().mul(255.0).round_().clamp_(0, 255).to(torch.uint8)

@@ -11,7 +11,9 @@ Precision. The IR holds fp32 weights. It runs in the precision its metadata name
 instructions (AVX512-BF16 or AMX), where OpenVINO would otherwise choose bf16 by itself: an fp32 export is
 run in fp32 on every CPU. A bf16 file on a CPU without bf16 runs in fp32, with a warning. An INT8 IR is
 the INT8 ONNX file (`ssd.deploy.quantize`) converted: OpenVINO runs its QuantizeLinear / DequantizeLinear
-pairs as integer kernels.
+pairs as integer kernels. An INT8 IR is compiled to take the resized picture as it is, 8-bit values in HWC
+order (`eight_bit_input`): the conversion to [0, 1] floats and to channel-planar order happen inside the
+compiled graph, where OpenVINO merges them into its first layer.
 
 The checksum. The `.xml` holds, in its `rt_info`, `<ssd value="..."/>` (the metadata JSON) and
 `<ssd_sha256 value="HEX"/>`, the SHA-256 of: `xml`, a newline, the `.xml`'s length in decimal, a newline,
@@ -221,6 +223,8 @@ class OpenVinoPredictor(ExportedPredictor):
             "INFERENCE_NUM_THREADS": threads or default_threads(),
             "INFERENCE_PRECISION_HINT": INFERENCE_PRECISIONS[self.precision],
         }
+        if self.preprocess.eight_bit:
+            model = eight_bit_input(model)
         try:
             self.compiled = core.compile_model(model, "CPU", config)
         except Exception as error:
@@ -256,11 +260,37 @@ class OpenVinoPredictor(ExportedPredictor):
         with torch_threads(1):
             return super().predict(images)
 
+    def graph_input(self, images: Sequence[Any]) -> tuple[Tensor, list[tuple[int, int]]]:
+        """Resized pictures: 8-bit ones for an INT8 file (see `eight_bit_input`), floats otherwise."""
+        if self.preprocess.eight_bit:
+            return self.preprocess.resized_uint8(images)
+        return self.preprocess(images)
+
     def run_graph(self, batch: Tensor) -> list[Tensor]:
+        # uint8 pictures are channels-last (`Preprocess.resized_uint8`): their HWC view is a free reshape
+        array = batch.permute(0, 2, 3, 1) if batch.dtype == torch.uint8 else batch
         with self._request_lock:
-            results = self.request.infer({0: np.ascontiguousarray(batch.numpy())})
+            results = self.request.infer({0: np.ascontiguousarray(array.numpy())})
             # copied out: the request's output buffers are reused by its next inference
             return [torch.from_numpy(np.array(results[output])) for output in self.outputs]
+
+
+def eight_bit_input(model):
+    """The model, taking uint8 HWC pictures at its input size instead of [0, 1] floats in CHW order.
+
+    For an INT8 graph, whose first layer quantizes its input to 8 bits anyway. Measured on SSDLite's
+    BCCD-trained INT8 IR with NMS (a 480x640 picture, 2 threads, medians of 8 alternated rounds): 3.4-3.7 ms
+    a picture against 4.8-4.9 ms with the float resize and input. 0.6 ms of it is the 8-bit resize; the rest
+    is the float picture's passes over memory and OpenVINO's layout reorder of its float input.
+    """
+    from openvino import Layout, Type
+    from openvino.preprocess import PrePostProcessor
+
+    steps = PrePostProcessor(model)
+    steps.input().tensor().set_element_type(Type.u8).set_layout(Layout("NHWC"))
+    steps.input().model().set_layout(Layout("NCHW"))
+    steps.input().preprocess().convert_element_type(Type.f32).scale(255.0)
+    return steps.build()
 
 
 def require_openvino_packages() -> None:
