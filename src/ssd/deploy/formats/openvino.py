@@ -278,10 +278,11 @@ class OpenVinoPredictor(ExportedPredictor):
 def eight_bit_input(model):
     """The model, taking uint8 HWC pictures at its input size instead of [0, 1] floats in CHW order.
 
-    For an INT8 graph, whose first layer quantizes its input to 8 bits anyway. Measured on SSDLite's
-    BCCD-trained INT8 IR with NMS (a 480x640 picture, 2 threads, medians of 8 alternated rounds): 3.4-3.7 ms
-    a picture against 4.8-4.9 ms with the float resize and input. 0.6 ms of it is the 8-bit resize; the rest
-    is the float picture's passes over memory and OpenVINO's layout reorder of its float input.
+    For an INT8 graph, whose first layer quantizes its input to 8 bits anyway, so its predictor resizes as
+    8-bit values (`Preprocess.resized_uint8`). Measured on SSDLite's BCCD-trained INT8 IR with NMS (a
+    480x640 picture, 2 threads, medians of 8 alternated rounds): 3.4-3.7 ms a picture against 4.8-4.9 ms
+    with the float resize and input. 0.6 ms of it is the resize; the rest, the graph running slower after
+    the float resize's passes over memory.
     """
     from openvino import Layout, Type
     from openvino.preprocess import PrePostProcessor
