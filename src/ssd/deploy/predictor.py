@@ -2,7 +2,8 @@
 
 An exported file carries a small description of the model (architecture config, classes, feature-map
 sizes, and whether post-processing is in the graph). The predictor resizes pictures with the same code as the
-model (`Preprocess`), runs the graph, and either reads the detections from it or, for a network-only export,
+model (`Preprocess`; as 8-bit values for an INT8 file, whose graph quantizes its input to 8 bits anyway),
+runs the graph, and either reads the detections from it or, for a network-only export,
 decodes them with our `PostProcessor`. Either way it returns `model.predict`'s detections: one dict per
 picture with `result_boxes` (original pixels), `result_labels`, `result_scores` and `result_confs`.
 
