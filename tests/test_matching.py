@@ -1,4 +1,4 @@
-"""Matching rules of the IoU (SSD) and Hungarian matchers on hand-made and random cases."""
+"""Matching rules of the IoU (SSD), ATSS and Hungarian matchers on hand-made and random cases."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ import torch
 
 from ssd.errors import UserError
 from ssd.ops.boxes import box_iou
-from ssd.training.matching import BACKGROUND, IGNORED, HungarianMatcher, IoUMatcher, pad_targets
+from ssd.training.matching import (
+    BACKGROUND,
+    IGNORED,
+    ATSSMatcher,
+    HungarianMatcher,
+    IoUMatcher,
+    pad_targets,
+)
 
 NUM_CLASSES = 5
 
@@ -302,3 +309,92 @@ def test_bad_matcher_arguments():
         HungarianMatcher(match_on="anchors")
     with pytest.raises(UserError):
         HungarianMatcher(l1_weight=-1)
+
+
+# ---- ATSSMatcher ----
+
+
+def grid_anchors(maps: list[tuple[int, float, list[float]]]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """Default boxes of square feature maps over a 100-pixel picture, laid out as the model lays them:
+    map by map, location by location (row-major), box by box. Each map is (cells per side, step, sizes)."""
+    boxes, layout = [], []
+    for cells, step, sizes in maps:
+        for row in range(cells):
+            for column in range(cells):
+                cx, cy = (column + 0.5) * step, (row + 0.5) * step
+                boxes += [[cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2] for s in sizes]
+        layout.append((cells * cells, len(sizes)))
+    return torch.tensor(boxes), layout
+
+
+def atss_by_hand(anchors: torch.Tensor, layout, objects: torch.Tensor, k: int) -> torch.Tensor:
+    """The paper's rule, object by object and map by map, in plain loops: (A,) index of the object each
+    default box learns, -1 for background (before the forced best-default-box rule)."""
+    centres = (anchors[:, :2] + anchors[:, 2:]) / 2
+    iou = box_iou(anchors, objects)  # (A, M)
+    owner = torch.full((len(anchors),), -1)
+    best = torch.full((len(anchors),), -1.0)
+    for m, box in enumerate(objects):
+        centre = (box[:2] + box[2:]) / 2
+        candidates, start = [], 0
+        for locations, boxes in layout:
+            size = locations * boxes
+            distance = (centres[start : start + size] - centre).norm(dim=1)
+            candidates += (distance.argsort()[:k] + start).tolist()
+            start += size
+        values = iou[candidates, m]
+        threshold = values.mean() + values.std()
+        for a in candidates:
+            inside = bool((centres[a] > box[:2]).all() and (centres[a] < box[2:]).all())
+            if iou[a, m] >= threshold and inside and iou[a, m] > best[a]:
+                owner[a], best[a] = m, iou[a, m]
+    return owner
+
+
+def test_atss_gives_a_small_object_several_positives_where_ssds_rule_gives_one():
+    # A 20-pixel map of 10-pixel steps with boxes of 32 and 45 pixels: an 18 x 22 object overlaps none
+    # of them by 0.5 (as a platelet on BCCD at 320 pixels), so SSD's rule leaves it its forced box alone.
+    anchors, layout = grid_anchors([(10, 10.0, [32.0, 45.0]), (5, 20.0, [60.0, 80.0])])
+    small = target([[41, 39, 59, 61]])
+    iou_positives = int(match(IoUMatcher(), anchors.tolist(), [small]).positive.sum())
+    atss = match(ATSSMatcher(layout), anchors.tolist(), [small])
+    assert iou_positives == 1
+    positives = atss.positive[0].nonzero().flatten()
+    assert len(positives) >= 3
+    centres = (anchors[positives, :2] + anchors[positives, 2:]) / 2
+    assert ((centres > torch.tensor([41.0, 39.0])) & (centres < torch.tensor([59.0, 61.0]))).all()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_atss_matches_the_papers_rule_computed_by_hand(seed):
+    generator = torch.Generator().manual_seed(seed)
+    anchors, layout = grid_anchors([(8, 12.5, [10.0, 20.0, 28.0]), (4, 25.0, [40.0, 55.0, 70.0])])
+    objects = random_boxes(5, generator=generator)
+    targets = [target(objects.tolist())]
+    got = match(ATSSMatcher(layout, candidates_per_map=9), anchors.tolist(), targets).gt_index[0]
+    expected = atss_by_hand(anchors, layout, objects, 9)
+    # On top of the rule, each object keeps its forced default box (SSD's guarantee): the boxes SSD's rule
+    # gives with a threshold no default box reaches. Everywhere else the two agree exactly.
+    forced = match(IoUMatcher(threshold=1.0), anchors.tolist(), targets).gt_index[0]
+    assert torch.equal(got[forced >= 0], forced[forced >= 0])
+    elsewhere = forced < 0
+    assert torch.equal(got[elsewhere], expected[elsewhere])
+    assert set(got[got >= 0].tolist()) == set(range(5))
+
+
+def test_atss_on_pictures_without_objects_and_with_crowds():
+    anchors, layout = grid_anchors([(4, 25.0, [30.0])])
+    matcher = ATSSMatcher(layout)
+    empty = match(matcher, anchors.tolist(), [target([]), target([[10, 10, 40, 40]], [2])])
+    assert not empty.positive[0].any() and empty.positive[1].any()
+    assert set(empty.labels[1][empty.positive[1]].tolist()) == {2}
+    crowd = match(matcher, anchors.tolist(), [target([[0, 0, 100, 100]], crowd=[True])])
+    assert not crowd.positive.any() and crowd.ignored.any()
+
+
+def test_atss_refuses_a_layout_that_does_not_fit_the_default_boxes():
+    anchors, layout = grid_anchors([(4, 25.0, [30.0])])
+    with pytest.raises(UserError, match="ATSS was set up for 32 default boxes"):
+        match(ATSSMatcher([(16, 2)]), anchors.tolist(), [target([[10, 10, 40, 40]])])
+    with pytest.raises(UserError, match="at least one candidate"):
+        ATSSMatcher(layout, candidates_per_map=0)

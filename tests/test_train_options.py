@@ -147,7 +147,9 @@ def test_fitted_scales_lower_the_first_map_to_the_small_boxes():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("matcher, loc_loss", [("iou", "smooth_l1"), ("hungarian", "giou")])
+@pytest.mark.parametrize(
+    "matcher, loc_loss", [("iou", "smooth_l1"), ("atss", "smooth_l1"), ("hungarian", "giou")]
+)
 def test_every_matcher_and_localisation_loss_trains(matcher, loc_loss):
     from ssd import build_model
     from ssd.training.loss import build_loss
@@ -166,6 +168,18 @@ def test_every_matcher_and_localisation_loss_trains(matcher, loc_loss):
     assert torch.isfinite(losses["loss"]) and losses["num_positives"] >= 1
     losses["loss"].backward()
     assert model.classification_headers[0][1].weight.grad is not None
+
+
+@pytest.mark.parametrize(
+    "arch", ["mobilenetv3_small_ssd", "mobilenetv3_ssd", "resnet50_ssd300", "vgg16_ssd300"]
+)
+def test_atss_is_given_the_layout_of_every_architectures_default_boxes(arch):
+    from ssd import build_model
+    from ssd.training.loss import build_loss, default_box_maps
+
+    model = build_model(arch, num_classes=3)  # at its own input size
+    assert sum(locations * boxes for locations, boxes in default_box_maps(model)) == len(model.anchors)
+    assert build_loss(model, TrainOptions(matcher="atss")).matcher.maps == default_box_maps(model)
 
 
 def test_augmentation_defaults_to_the_architectures_recipe():

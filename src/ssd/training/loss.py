@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssd.errors import UserError, did_you_mean
+from ssd.ops.anchors import boxes_per_location
 from ssd.ops.boxes import BoxCoder, box_area, elementwise_generalized_box_iou
-from ssd.training.matching import HungarianMatcher, IoUMatcher, pad_targets
+from ssd.training.matching import ATSSMatcher, HungarianMatcher, IoUMatcher, pad_targets
 from ssd.training.options import TrainOptions
 
 LOC_LOSSES = ("smooth_l1", "l1", "giou")
@@ -37,7 +38,7 @@ class MultiBoxLoss(nn.Module):
 
     Args:
         num_classes: number of classes *including the background* (class 0): K object classes -> K + 1.
-        matcher: an `IoUMatcher` (default: SSD's, threshold 0.5) or a `HungarianMatcher`.
+        matcher: an `IoUMatcher` (default: SSD's, threshold 0.5), an `ATSSMatcher` or a `HungarianMatcher`.
         neg_pos_ratio: at most this many mined negatives per positive, per picture.
         loc_loss: "smooth_l1" (SSD's), "l1", or "giou" (1 - GIoU between decoded and ground-truth boxes).
         loc_weight: weight of the localisation term in the total (SSD's alpha).
@@ -53,7 +54,7 @@ class MultiBoxLoss(nn.Module):
     def __init__(
         self,
         num_classes: int,
-        matcher: IoUMatcher | HungarianMatcher | None = None,
+        matcher: IoUMatcher | ATSSMatcher | HungarianMatcher | None = None,
         neg_pos_ratio: float = 3.0,
         loc_loss: str = "smooth_l1",
         loc_weight: float = 1.0,
@@ -220,12 +221,21 @@ class MultiBoxLoss(nn.Module):
         return F.l1_loss(pred, target, reduction="sum")
 
 
+def default_box_maps(model: nn.Module) -> list[tuple[int, int]]:
+    """(locations, boxes per location) of each feature map of an `SSD`, in the order its default boxes run."""
+    per_location = boxes_per_location(model.config.aspect_ratios)
+    return [(h * w, boxes) for (h, w), boxes in zip(model.feature_sizes, per_location, strict=True)]
+
+
 def build_loss(model: nn.Module, options: TrainOptions) -> MultiBoxLoss:
     """MultiBoxLoss with the matcher and loss options of a training run."""
-    # Hungarian: one default box per object, chosen on the model's own predictions (no IoU threshold).
-    matcher = (
-        HungarianMatcher() if options.matcher == "hungarian" else IoUMatcher(threshold=options.iou_threshold)
-    )
+    if options.matcher == "hungarian":
+        # one default box per object, chosen on the model's own predictions (no IoU threshold)
+        matcher = HungarianMatcher()
+    elif options.matcher == "atss":
+        matcher = ATSSMatcher(default_box_maps(model))
+    else:
+        matcher = IoUMatcher(threshold=options.iou_threshold)
     return MultiBoxLoss.for_model(
         model,
         matcher=matcher,

@@ -23,7 +23,7 @@ from ssd.training.recipes import SYNTHETIC_RECIPE, architecture_defaults
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("cosine", "multistep")
-MATCHERS = ("iou", "hungarian")
+MATCHERS = ("iou", "atss", "hungarian")
 PRESETS = ("ssd", "ssdlite", "none")
 
 
