@@ -239,3 +239,12 @@ def test_a_number_where_a_name_is_expected_is_read_as_text(tmp_path):
 def test_a_run_name_stays_inside_the_project_folder(name):
     with pytest.raises(UserError, match="--name must be a folder name inside --project"):
         resolve_options({"name": name})
+
+
+def test_the_default_matcher_is_atss_and_an_iou_threshold_asks_for_the_iou_matcher():
+    assert resolve_options({"datapath": "data"}).matcher == "atss"
+    with pytest.raises(UserError, match=r"--iou-threshold is the threshold of --matcher iou; --matcher atss"):
+        resolve_options({"datapath": "data", "iou_threshold": 0.4})
+    with pytest.raises(UserError, match=r"--matcher hungarian sets its own"):
+        resolve_options({"datapath": "data", "matcher": "hungarian", "iou_threshold": 0.4})
+    assert resolve_options({"datapath": "data", "matcher": "iou", "iou_threshold": 0.4}).iou_threshold == 0.4

@@ -118,10 +118,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _flag(
         loss,
         "--matcher",
-        help="iou (SSD's, default), atss (an IoU threshold per object from the default boxes near it) or "
-        "hungarian (one default box per object)",
+        help="atss (default: an IoU threshold per object, from the default boxes near it), iou (SSD's: 0.5 for "
+        "every object) or hungarian (one default box per object)",
     )
-    _flag(loss, "--iou-threshold", float, "IoU from which a default box matches an object (default: 0.5)")
+    _flag(
+        loss,
+        "--iou-threshold",
+        float,
+        "with --matcher iou: IoU from which a default box matches an object (default: 0.5)",
+    )
     _flag(loss, "--loc-loss", help="smooth_l1 (default), l1 or giou")
     _flag(
         loss,
