@@ -250,10 +250,11 @@ def test_top_detection_agreement_counts_label_and_overlap():
     assert "1 of the reference's top 2" in agreement.describe()
 
 
-def test_int8_openvino_export_is_checked_by_its_map(checkpoint, tmp_path, capfd):
-    data = tmp_path / "synthetic"
+def _export_int8_ir(checkpoint: Path, folder: Path) -> Path:
+    """`ssd export --format openvino --int8` of the tiny model, calibrated on 4 synthetic pictures."""
+    data = folder / "synthetic"
     write_synthetic_coco(data, {"train": 8, "val": 4}, image_size=64)
-    out = tmp_path / "tiny_int8.xml"
+    out = folder / "tiny_int8.xml"
     argv = [
         "export",
         "--weights",
@@ -265,6 +266,11 @@ def test_int8_openvino_export_is_checked_by_its_map(checkpoint, tmp_path, capfd)
         str(data),
     ]
     assert main([*argv, "--calibration-pictures", "4", "--max-map-drop", "1", "--out", str(out)]) == 0
+    return out
+
+
+def test_int8_openvino_export_is_checked_by_its_map(checkpoint, tmp_path, capfd):
+    out = _export_int8_ir(checkpoint, tmp_path)
     printed, _ = capfd.readouterr()
     assert f"wrote {out} (openvino, int8" in printed and "int8 check: mAP on split" in printed
     detector = ssd.load(out)
@@ -278,20 +284,7 @@ def test_an_int8_ir_takes_eight_bit_pictures_and_detects_as_with_float_input(che
     same IR given the same values as [0, 1] floats in CHW order, the input it was exported with."""
     from ssd.deploy.formats import load_predictor
 
-    data = tmp_path / "synthetic"
-    write_synthetic_coco(data, {"train": 8, "val": 4}, image_size=64)
-    out = tmp_path / "tiny_int8.xml"
-    argv = [
-        "export",
-        "--weights",
-        str(checkpoint),
-        "--format",
-        "openvino",
-        "--int8",
-        "--calibration",
-        str(data),
-    ]
-    assert main([*argv, "--calibration-pictures", "4", "--max-map-drop", "1", "--out", str(out)]) == 0
+    out = _export_int8_ir(checkpoint, tmp_path)
     detector = load_predictor(out, threads=1)
     (graph_input,) = detector.compiled.inputs
     assert graph_input.get_element_type() == openvino.Type.u8
