@@ -13,7 +13,7 @@ run in fp32 on every CPU. A bf16 file on a CPU without bf16 runs in fp32, with a
 the INT8 ONNX file (`ssd.deploy.quantize`) converted: OpenVINO runs its QuantizeLinear / DequantizeLinear
 pairs as integer kernels. An INT8 IR is compiled to take the resized picture as it is, 8-bit values in HWC
 order (`eight_bit_input`): the conversion to [0, 1] floats and to channel-planar order happen inside the
-compiled graph, where OpenVINO merges them into its first layer.
+compiled graph.
 
 The checksum. The `.xml` holds, in its `rt_info`, `<ssd value="..."/>` (the metadata JSON) and
 `<ssd_sha256 value="HEX"/>`, the SHA-256 of: `xml`, a newline, the `.xml`'s length in decimal, a newline,
