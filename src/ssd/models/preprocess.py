@@ -121,9 +121,10 @@ class Preprocess(nn.Module):
         """
         if isinstance(images, Tensor) and images.ndim == 4:
             images = list(images)
-        pictures = [_as_uint8(to_chw_tensor(image).to(self.image_mean.device)) for image in images]
+        device = self.image_mean.device
+        pictures = [_as_uint8(to_chw_tensor(image).to(device)) for image in images]
         if not pictures:
-            return torch.empty(0, 3, *self.input_size, dtype=torch.uint8), []
+            return torch.empty(0, 3, *self.input_size, dtype=torch.uint8, device=device), []
         resized = [
             p[None]
             if tuple(p.shape[-2:]) == self.input_size

@@ -82,9 +82,8 @@ class TrainOptions:
     freeze_backbone: int = 0  # epochs
     # machinery
     device: str = "auto"
-    amp: bool | None = (
-        None  # None: fp16 on CUDA, fp32 elsewhere; True on a CPU: bf16 (needs its instructions)
-    )
+    # None: fp16 on CUDA, fp32 elsewhere; True on a CPU: bf16 (needs its instructions)
+    amp: bool | None = None
     channels_last: bool | None = None  # None: on for CUDA, and on a CPU where the architecture says
     sync_bn: bool = False
     workers: int | None = None  # None: 0 on a CPU (loading is cheap next to a CPU step), else up to 8
