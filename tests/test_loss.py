@@ -146,8 +146,38 @@ def test_quality_classification_targets_the_iou_of_each_positives_box():
     assert float(qfl["conf_loss"]) == pytest.approx(float(ce["conf_loss"]) + difference / num_pos, rel=1e-5)
     qfl["loss"].backward()
     assert torch.isfinite(cls_logits.grad).all() and bbox_regression.grad.abs().sum() > 0
-    with pytest.raises(UserError, match="cls_loss must be one of ce, quality; got 'qfl'"):
+    with pytest.raises(UserError, match="cls_loss must be one of ce, quality, focal; got 'qfl'"):
         MultiBoxLoss(NUM_CLASSES, cls_loss="qfl")
+
+
+def test_focal_classification_weighs_every_default_box_by_how_wrong_it_is():
+    """cls_loss="focal": every default box but the ignored ones learns, with no mining, each cross-entropy
+    term weighed by (1 - p)^2 and 0.25 for objects, 0.75 for the background, over the positives."""
+    torch.manual_seed(0)
+    focal = MultiBoxLoss(NUM_CLASSES, cls_loss="focal")
+    cls_logits, bbox_regression = random_predictions(2)
+    out = focal(cls_logits, bbox_regression, ANCHORS, TARGETS)
+    matches = IoUMatcher()(ANCHORS, pad_targets(TARGETS, NUM_CLASSES, "cpu"))
+    labels = matches.labels.reshape(-1)
+    p = F.softmax(cls_logits.detach().reshape(-1, NUM_CLASSES), -1).gather(1, labels[:, None].clamp(min=0))[
+        :, 0
+    ]
+    alpha = torch.where(labels > 0, 0.25, 0.75)
+    expected = (-(alpha * (1 - p) ** 2 * p.log())[labels >= 0]).sum() / (labels > 0).sum()
+    assert float(out["conf_loss"]) == pytest.approx(float(expected), rel=1e-5)
+    assert float(out["loc_loss"]) == pytest.approx(
+        float(MultiBoxLoss(NUM_CLASSES)(cls_logits, bbox_regression, ANCHORS, TARGETS)["loc_loss"])
+    )
+    out["loss"].backward()
+    # no mining: every background box gets a gradient, the more the more confidently it is wrong
+    background = matches.labels == 0
+    assert (cls_logits.grad[background].abs().sum(-1) > 0).all()
+    # an easy background box (p = 0.99) adds over 1000 times less than under plain cross-entropy, a hard one not
+    easy, hard = torch.tensor([[6.0, 0.0, 0.0, 0.0]]), torch.tensor([[0.0, 3.0, 0.0, 0.0]])
+    background_label = torch.zeros(1, dtype=torch.long)
+    for logits, most in ((easy, 1e-3), (hard, 0.75)):
+        ratio = MultiBoxLoss._focal(logits, background_label) / F.cross_entropy(logits, background_label)
+        assert float(ratio) < most
 
 
 @pytest.mark.parametrize("ratio", [1, 3, 7])

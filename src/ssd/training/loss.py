@@ -11,7 +11,10 @@ Per batch:
    without objects keeps `negatives_per_empty_image` of them so that it still teaches where nothing is.
    With `cls_loss="quality"` a positive's target is soft: its class gets the IoU of its decoded box with
    the object, the background the rest, so that the score learnt ranks boxes by how well they fit (the
-   idea of quality focal loss, kept on SSD's softmax so that post-processing is unchanged);
+   idea of quality focal loss, kept on SSD's softmax so that post-processing is unchanged). With
+   `cls_loss="focal"` there is no mining: every default box that is not ignored learns, each weighed by
+   `(1 - p)^2` of its own class (RetinaNet's focal loss on SSD's softmax), so that the many easy
+   background boxes add little;
 4. both sums are divided by the number of positives, guarded against zero (see `_normaliser`).
 
 Background is class 0 and `num_classes` counts it: a dataset with 3 object classes trains with num_classes=4.
@@ -30,7 +33,9 @@ from ssd.training.matching import ATSSMatcher, HungarianMatcher, IoUMatcher, pad
 from ssd.training.options import TrainOptions
 
 LOC_LOSSES = ("smooth_l1", "l1", "giou")
-CLS_LOSSES = ("ce", "quality")
+CLS_LOSSES = ("ce", "quality", "focal")
+FOCAL_GAMMA = 2.0  # RetinaNet's
+FOCAL_ALPHA = 0.25  # the weight of an object's term; the background's is 1 - FOCAL_ALPHA (RetinaNet's)
 
 
 class MultiBoxLoss(nn.Module):
@@ -42,8 +47,9 @@ class MultiBoxLoss(nn.Module):
         neg_pos_ratio: at most this many mined negatives per positive, per picture.
         loc_loss: "smooth_l1" (SSD's), "l1", or "giou" (1 - GIoU between decoded and ground-truth boxes).
         loc_weight: weight of the localisation term in the total (SSD's alpha).
-        cls_loss: "ce" (SSD's: a positive's target is its class) or "quality" (its class with the IoU of its
-            decoded box as the target probability, the background with the rest).
+        cls_loss: "ce" (SSD's: a positive's target is its class), "quality" (its class with the IoU of its
+            decoded box as the target probability, the background with the rest) or "focal" (every default
+            box not ignored, each term weighed by (1 - p)^2, no mining).
         negatives_per_empty_image: hardest negatives kept in a picture with no positive.
         box_coder: must be the post-processor's coder so that what is learnt decodes the same way.
 
@@ -141,6 +147,9 @@ class MultiBoxLoss(nn.Module):
         if self.cls_loss == "quality":
             quality = self._fit_quality(predictions["pred_boxes"], matches.boxes, positive)[selected]
             conf_loss = self._soft_cross_entropy(selected_logits, selected_labels, quality) / normaliser
+        elif self.cls_loss == "focal":
+            learning = matches.labels >= 0  # all but the ignored; the mined ones only count for train_acc
+            conf_loss = self._focal(cls_logits[learning].float(), matches.labels[learning]) / normaliser
         else:
             conf_loss = F.cross_entropy(selected_logits, selected_labels, reduction="sum") / normaliser
 
@@ -193,6 +202,13 @@ class MultiBoxLoss(nn.Module):
         log_p = F.log_softmax(logits, dim=-1)
         on_label = log_p.gather(1, labels[:, None]).squeeze(1)
         return -(quality * on_label + (1 - quality) * log_p[:, 0]).sum()
+
+    @staticmethod
+    def _focal(logits: Tensor, labels: Tensor) -> Tensor:
+        """Summed focal loss, `-alpha_t (1 - p_t)^gamma log p_t`, with `p_t` the softmax probability of the label."""
+        log_p = F.log_softmax(logits, dim=-1).gather(1, labels[:, None]).squeeze(1)
+        alpha = torch.where(labels > 0, FOCAL_ALPHA, 1 - FOCAL_ALPHA)
+        return -(alpha * (1 - log_p.exp()).pow(FOCAL_GAMMA) * log_p).sum()
 
     def _normaliser(self, num_positives: Tensor, num_mined: Tensor) -> Tensor:
         """The number of positives; where a batch has few or none, the mined negatives count in their place.

@@ -131,8 +131,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _flag(
         loss,
         "--cls-loss",
-        help="ce (SSD's cross-entropy, default) or quality (a positive's target probability is the IoU of "
-        "its box)",
+        help="ce (SSD's cross-entropy, default), quality (a positive's target probability is the IoU of "
+        "its box) or focal (RetinaNet's focal loss on every default box, no mining)",
     )
     _flag(loss, "--loc-weight", float, "weight of the localisation loss (default: 1)")
     _flag(loss, "--neg-pos-ratio", float, "hard negatives per positive (default: 3)")
