@@ -33,6 +33,7 @@ from ssd.training.distributed import (
     use_global_normaliser,
 )
 from ssd.training.ema import ModelEMA
+from ssd.training.freed_memory import keep_freed_memory
 from ssd.training.interruption import ignore_interrupts
 from ssd.training.loss import build_loss
 from ssd.training.optim import build_optimizer, build_scheduler, scaled_lr
@@ -99,6 +100,8 @@ def set_up_training(
             check_free_space(Path(options.save).parent, size, f"--save {options.save}")
     device = context.device
     cuda = device.type == "cuda"
+    if device.type == "cpu":
+        keep_freed_memory()  # the step's activations are the CPU's: reuse them instead of page-faulting anew
     amp_dtype = _amp_dtype(options.amp, device)
     channels_last = options.channels_last
     if channels_last is None:
