@@ -34,6 +34,8 @@ def test_the_synthetic_recipe_applies_to_synthetic_data_only(tmp_path):
     "given, message",
     [
         ({"optimizer": "rmsprop"}, "--optimizer must be one of"),
+        ({"cls_loss": "focall"}, "--cls-loss must be one of ce, quality, focal; got 'focall'.*focal"),
+        ({"loc_loss": "iou"}, "--loc-loss must be one of smooth_l1, l1, giou; got 'iou'"),
         ({"batch_size": 0}, "--batch-size must be at least 1"),
         ({"lr": -1.0}, "--lr cannot be negative"),
         ({"bogus": 1}, "unknown option 'bogus'"),

@@ -129,6 +129,10 @@ class TrainOptions:
         choice("scheduler", self.scheduler, SCHEDULERS)
         choice("matcher", self.matcher, MATCHERS)
         choice("augment", self.augment, PRESETS)
+        from ssd.training.loss import CLS_LOSSES, LOC_LOSSES  # here: the loss module imports this one
+
+        choice("loc_loss", self.loc_loss, LOC_LOSSES)
+        choice("cls_loss", self.cls_loss, CLS_LOSSES)
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_every": self.eval_every}
         positive |= {"eval_batch_size": self.eval_batch_size, "max_bad_steps": self.max_bad_steps}
         for name, value in positive.items():
