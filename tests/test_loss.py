@@ -398,3 +398,21 @@ def test_every_architecture_default_boxes_train(arch):
     # The Hungarian cost measures L1 in units of the picture, whose size it reads off the default boxes.
     extent = _picture_extent(model.anchors)
     assert torch.allclose(extent, torch.tensor([width, height], dtype=extent.dtype), rtol=0.05)
+
+
+@pytest.mark.parametrize("arch, size", [("mobilenetv3_ssd", 96), ("vgg16_ssd300", 300)])
+def test_focal_training_starts_the_default_boxes_on_the_background_prior(arch, size):
+    """RetinaNet's initialisation: a fresh model scores the background at about 0.99 and each of the K object
+    classes at about 0.01 / K, with SSDLite's separable headers and SSD's plain convolutions alike."""
+    from ssd.models.registry import build_model
+    from ssd.training.loss import start_with_background_prior
+
+    torch.manual_seed(0)
+    model = build_model(arch, num_classes=NUM_CLASSES).eval()
+    before = model.head_outputs(torch.rand(1, 3, size, size))[0].softmax(-1)
+    start_with_background_prior(model)
+    with torch.no_grad():
+        probabilities = model.head_outputs(torch.rand(1, 3, size, size))[0].softmax(-1)
+    assert float(before[..., 0].median()) < 0.5  # zero biases: about 1 / (K + 1)
+    assert float(probabilities[..., 0].median()) == pytest.approx(0.99, abs=0.002)
+    assert float(probabilities[..., 1:].mean()) == pytest.approx(0.01 / 3, rel=0.3)

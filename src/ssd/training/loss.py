@@ -22,6 +22,8 @@ Background is class 0 and `num_classes` counts it: a dataset with 3 object class
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -36,6 +38,7 @@ LOC_LOSSES = ("smooth_l1", "l1", "giou")
 CLS_LOSSES = ("ce", "quality", "focal")
 FOCAL_GAMMA = 2.0  # RetinaNet's
 FOCAL_ALPHA = 0.25  # the weight of an object's term; the background's is 1 - FOCAL_ALPHA (RetinaNet's)
+FOCAL_PRIOR = 0.01  # the probability of an object class that a fresh classification header starts with
 
 
 class MultiBoxLoss(nn.Module):
@@ -235,6 +238,21 @@ class MultiBoxLoss(nn.Module):
         if self.loc_loss == "smooth_l1":
             return F.smooth_l1_loss(pred, target, beta=1.0, reduction="sum")
         return F.l1_loss(pred, target, reduction="sum")
+
+
+def start_with_background_prior(model: nn.Module, prior: float = FOCAL_PRIOR) -> None:
+    """Biases of the classification headers' last convolutions such that every default box starts scoring the
+    background at `1 - prior` and each object class at `prior / K` (RetinaNet's initialisation for its focal
+    loss). With zero biases, the first steps of a focal loss over every default box are spent pushing tens of
+    thousands of background boxes down from 1/(K + 1); loading weights afterwards overwrites these biases."""
+    num_classes = model.num_classes
+    bias = torch.full((num_classes,), math.log(prior / (num_classes - 1)))
+    bias[0] = math.log(1 - prior)
+    for header in model.classification_headers:
+        last = [module for module in header.modules() if isinstance(module, nn.Conv2d)][-1]
+        with torch.no_grad():
+            # output channel a * C + c scores class c of the cell's default box a
+            last.bias.copy_(bias.repeat(last.out_channels // num_classes))
 
 
 def default_box_maps(model: nn.Module) -> list[tuple[int, int]]:

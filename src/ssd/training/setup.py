@@ -35,7 +35,7 @@ from ssd.training.distributed import (
 from ssd.training.ema import ModelEMA
 from ssd.training.freed_memory import keep_freed_memory
 from ssd.training.interruption import ignore_interrupts
-from ssd.training.loss import build_loss
+from ssd.training.loss import build_loss, start_with_background_prior
 from ssd.training.optim import build_optimizer, build_scheduler, scaled_lr
 from ssd.training.options import TrainOptions
 from ssd.training.outputs import (
@@ -217,6 +217,8 @@ def _training_model(
             f"{len(class_names) + 1}"
         )
     model = build_model(options.arch, num_classes=num_classes, class_names=class_names, config=config)
+    if options.cls_loss == "focal":
+        start_with_background_prior(model)  # heads loaded from --weights below replace it
     notes = load_weights_for_finetuning(model, options.weights) if options.weights else []
     return model, notes
 
