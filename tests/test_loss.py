@@ -409,9 +409,9 @@ def test_focal_training_starts_the_default_boxes_on_the_background_prior(arch, s
 
     torch.manual_seed(0)
     model = build_model(arch, num_classes=NUM_CLASSES).eval()
-    before = model.head_outputs(torch.rand(1, 3, size, size))[0].softmax(-1)
-    start_with_background_prior(model)
     with torch.no_grad():
+        before = model.head_outputs(torch.rand(1, 3, size, size))[0].softmax(-1)
+        start_with_background_prior(model)
         probabilities = model.head_outputs(torch.rand(1, 3, size, size))[0].softmax(-1)
     assert float(before[..., 0].median()) < 0.5  # zero biases: about 1 / (K + 1)
     assert float(probabilities[..., 0].median()) == pytest.approx(0.99, abs=0.002)
