@@ -40,10 +40,11 @@ def _geometric(name: str):
             [ZoomOutCropResize(zoom, RandomIoUCrop(), 100), RandomHorizontalFlip(), SanitizeBoxes()]
         ),
         "ssdlite": build_transforms("ssdlite", 100),
+        "ssdlite_zoom": build_transforms("ssdlite_zoom", 100),
     }[name]
 
 
-GEOMETRIC = ["zoom_out", "crop", "flip", "resize", "chain", "fused", "ssdlite"]
+GEOMETRIC = ["zoom_out", "crop", "flip", "resize", "chain", "fused", "ssdlite", "ssdlite_zoom"]
 
 
 @st.composite
@@ -108,7 +109,7 @@ def test_box_stays_on_its_painted_object(name, sample, seed):
 @given(
     size=st.tuples(st.integers(20, 200), st.integers(20, 200)),
     raw=st.lists(st.tuples(*[st.floats(0, 1)] * 4), min_size=0, max_size=12),
-    preset=st.sampled_from(["ssd", "ssdlite", "none"]),
+    preset=st.sampled_from(["ssd", "ssdlite", "ssdlite_zoom", "none"]),
     seed=st.integers(0, 2**32),
 )
 def test_presets_never_give_an_empty_inverted_or_outside_box(size, raw, preset, seed):
@@ -222,5 +223,5 @@ def test_crop_keeps_the_whole_picture_when_told_and_respects_min_iou():
 
 
 def test_unknown_preset_is_a_user_error():
-    with pytest.raises(UserError, match="ssd, ssdlite, none"):
+    with pytest.raises(UserError, match="ssd, ssdlite, ssdlite_zoom, none"):
         build_transforms("fancy")

@@ -28,7 +28,10 @@ from ssd.errors import UserError, did_you_mean
 from ssd.ops.boxes import box_iou
 
 Target = dict
-PRESETS = ("ssd", "ssdlite", "none")
+PRESETS = ("ssd", "ssdlite", "ssdlite_zoom", "none")
+# ssdlite_zoom's zoom-out: at most 1.5x, half the time. Objects keep roughly their size (BCCD's cells are
+# always seen at one magnification), but the IoU crop, which mostly enlarges them, no longer decides alone.
+LITE_ZOOM_OUT = 1.5
 
 # The fill of zoom-out's canvas: the ImageNet mean in 0..255, as in SSD.
 MEAN_FILL = (123.0, 117.0, 104.0)
@@ -387,7 +390,9 @@ class ZoomOutCropResize:
 
 
 def build_transforms(preset: str, size: int | tuple[int, int] | None = 300) -> Compose:
-    """The augmentation of a preset (`ssd`, `ssdlite`, `none`), ending in a resize to `size` when given."""
+    """The augmentation of a preset, ending in a resize to `size` when given: `ssd` (the paper's: zoom-out up
+    to 4x, IoU crop, flip, photometric distortion), `ssdlite` (torchvision's SSDLite recipe: IoU crop and
+    flip), `ssdlite_zoom` (`ssdlite` after a zoom-out of at most 1.5x) or `none`."""
     if preset not in PRESETS:
         raise UserError(
             f"unknown augmentation preset '{preset}'; choose one of {', '.join(PRESETS)}"
@@ -405,6 +410,12 @@ def build_transforms(preset: str, size: int | tuple[int, int] | None = 300) -> C
             ]
     elif preset == "ssdlite":
         steps = [RandomIoUCrop(), *resize, RandomHorizontalFlip()]  # flipping the small output is cheaper
+    elif preset == "ssdlite_zoom":
+        zoom_out = RandomZoomOut(max_ratio=LITE_ZOOM_OUT)
+        if size is None:
+            steps = [zoom_out, RandomIoUCrop(), RandomHorizontalFlip()]
+        else:
+            steps = [ZoomOutCropResize(zoom_out, RandomIoUCrop(), size), RandomHorizontalFlip()]
     else:
         steps = resize
     return Compose([*steps, SanitizeBoxes()])

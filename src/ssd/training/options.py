@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ssd.data.transforms import PRESETS
 from ssd.errors import UserError, did_you_mean
 from ssd.models.checkpoint import checkpoint_arch
 from ssd.models.registry import get_architecture
@@ -25,7 +26,6 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("cosine", "multistep")
 MATCHERS = ("iou", "atss", "hungarian")
 IOU_THRESHOLD = 0.5  # SSD's
-PRESETS = ("ssd", "ssdlite", "none")
 
 
 @dataclass

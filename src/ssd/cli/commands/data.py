@@ -28,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show.add_argument("path", help="dataset folder (COCO, VOC, YOLO), COCO JSON, or 'synthetic'")
     show.add_argument("--split", default="train", help="matched by meaning: train finds train2017")
     add_dataset_arguments(show)
-    show.add_argument("--preset", default="ssd", help="augmentation preset: ssd, ssdlite or none")
+    show.add_argument(
+        "--preset", default="ssd", help="augmentation preset: ssd, ssdlite, ssdlite_zoom or none"
+    )
     show.add_argument("--size", type=int, default=300, help="side of the augmented pictures, pixels")
     show.add_argument("--pictures", type=int, default=4, help="rows: how many pictures")
     show.add_argument("--columns", type=int, default=5, help="the stored picture, then columns-1 draws")

@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _flag(
         data,
         "--augment",
-        help="augmentation preset: ssd, ssdlite or none (default: the architecture's: ssdlite for MobileNetV3, else ssd)",
+        help="augmentation preset: ssd, ssdlite, ssdlite_zoom or none (default: the architecture's: ssdlite for "
+        "MobileNetV3, else ssd)",
     )
     _flag(data, "--synthetic-train", int, "pictures in the synthetic train split")
     _flag(data, "--synthetic-val", int, "pictures in the synthetic val split")
