@@ -32,10 +32,8 @@ from ssd.errors import UserError, did_you_mean
 from ssd.ops.anchors import boxes_per_location
 from ssd.ops.boxes import BoxCoder, box_area, elementwise_generalized_box_iou
 from ssd.training.matching import ATSSMatcher, HungarianMatcher, IoUMatcher, pad_targets
-from ssd.training.options import TrainOptions
+from ssd.training.options import CLS_LOSSES, LOC_LOSSES, TrainOptions
 
-LOC_LOSSES = ("smooth_l1", "l1", "giou")
-CLS_LOSSES = ("ce", "quality", "focal")
 FOCAL_GAMMA = 2.0  # RetinaNet's
 FOCAL_ALPHA = 0.25  # the weight of an object's term; the background's is 1 - FOCAL_ALPHA (RetinaNet's)
 FOCAL_PRIOR = 0.01  # the probability of an object class that a fresh classification header starts with

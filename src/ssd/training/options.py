@@ -25,6 +25,8 @@ from ssd.training.recipes import SYNTHETIC_RECIPE, architecture_defaults
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("cosine", "multistep")
 MATCHERS = ("iou", "atss", "hungarian")
+LOC_LOSSES = ("smooth_l1", "l1", "giou")
+CLS_LOSSES = ("ce", "quality", "focal")
 IOU_THRESHOLD = 0.5  # SSD's
 
 
@@ -129,8 +131,6 @@ class TrainOptions:
         choice("scheduler", self.scheduler, SCHEDULERS)
         choice("matcher", self.matcher, MATCHERS)
         choice("augment", self.augment, PRESETS)
-        from ssd.training.loss import CLS_LOSSES, LOC_LOSSES  # here: the loss module imports this one
-
         choice("loc_loss", self.loc_loss, LOC_LOSSES)
         choice("cls_loss", self.cls_loss, CLS_LOSSES)
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_every": self.eval_every}
