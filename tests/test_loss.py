@@ -159,9 +159,8 @@ def test_focal_classification_weighs_every_default_box_by_how_wrong_it_is():
     out = focal(cls_logits, bbox_regression, ANCHORS, TARGETS)
     matches = IoUMatcher()(ANCHORS, pad_targets(TARGETS, NUM_CLASSES, "cpu"))
     labels = matches.labels.reshape(-1)
-    p = F.softmax(cls_logits.detach().reshape(-1, NUM_CLASSES), -1).gather(1, labels[:, None].clamp(min=0))[
-        :, 0
-    ]
+    probabilities = F.softmax(cls_logits.detach().reshape(-1, NUM_CLASSES), -1)
+    p = probabilities.gather(1, labels.clamp(min=0)[:, None]).squeeze(1)  # of each box's label
     alpha = torch.where(labels > 0, 0.25, 0.75)
     expected = (-(alpha * (1 - p) ** 2 * p.log())[labels >= 0]).sum() / (labels > 0).sum()
     assert float(out["conf_loss"]) == pytest.approx(float(expected), rel=1e-5)
