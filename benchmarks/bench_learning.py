@@ -12,7 +12,7 @@ Jobs (each a `train_ssd.py` command as a user types it, run in its own process, 
 With `--reference-python` (the venv of ../shared/reference/make-venv.sh), torchvision's SSDLite recipe runs the
 same protocol right after ours (`tv_train.py`), and each figure is given beside it. The figures are the last
 epoch's, as logged by the run (the same numbers `ssd eval` gives for its last.pt). Writes JSON (merged with the
-jobs already in the file) and, per job, a plot of validation mAP by epoch beside the reference's final mAP, in
+jobs already in the file; a job run without `--reference-python` keeps the reference figures it had) and, per job, a plot of validation mAP by epoch beside the reference's final mAP, in
 benchmarks/results/learning/.
 """
 
@@ -237,12 +237,16 @@ def main(argv: list[str] | None = None) -> int:
     for job in args.jobs.split(","):
         print(f"{job} ...", flush=True)
         if job == "speed":
-            report["speed"] = speed(work, args.reference_python)
+            report["speed"] = {"machine": machine(), **speed(work, args.reference_python)}
         else:
             datapath, flags, tv_flags = JOBS[job]
-            entry = {"ours": train_ours(job, datapath, flags, work)}
+            entry = {"machine": machine(), "ours": train_ours(job, datapath, flags, work)}
             if args.reference_python and tv_flags is not None:
                 entry["torchvision"] = train_reference(args.reference_python, datapath, tv_flags, work, job)
+            elif "torchvision" in report.get(job, {}):
+                # Not run again: the figures of an earlier run are kept (their note says where they ran).
+                entry["torchvision"] = report[job]["torchvision"]
+            if "torchvision" in entry:
                 entry["mAP_ratio"] = round(entry["ours"]["mAP"] / entry["torchvision"]["mAP"], 3)
             entry["plot"] = str(plot(job, entry["ours"], entry.get("torchvision"), out.parent / "learning"))
             report[job] = entry

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -13,6 +15,7 @@ from ssd.training.distributed import DistributedBatchNorm2d, ShardedBatchSampler
 from ssd.training.ema import ModelEMA
 from ssd.training.optim import lr_factor_function, parameter_groups, scaled_lr
 from ssd.training.options import SYNTHETIC_RECIPE, TrainOptions, resolve_options
+from ssd.training.recipes import LONG_RUN_EPOCHS
 
 
 def test_flags_override_yaml_which_overrides_the_synthetic_recipe(tmp_path):
@@ -184,13 +187,31 @@ def test_atss_is_given_the_layout_of_every_architectures_default_boxes(arch):
     assert build_loss(model, TrainOptions(matcher="atss")).matcher.maps == default_box_maps(model)
 
 
-def test_augmentation_defaults_to_the_architectures_recipe():
-    """torchvision's reference recipes: IoU crop + flip for SSDLite, the SSD paper's pipeline for SSD300."""
-    assert resolve_options({"arch": "mobilenetv3_ssd", "datapath": "data"}).augment == "ssdlite"
-    assert resolve_options({"arch": "vgg16_ssd300", "datapath": "data"}).augment == "ssd"
-    assert resolve_options({"arch": "mobilenetv3_ssd", "datapath": "data", "augment": "ssd"}).augment == "ssd"
+def test_augmentation_defaults_to_the_architectures_recipe_for_the_runs_length():
+    """torchvision's reference recipes: IoU crop + flip for SSDLite, the SSD paper's pipeline for SSD300; a
+    mobilenetv3_ssd run of LONG_RUN_EPOCHS or more adds the zoom-out, a shorter one not."""
+
+    def augment(**given) -> str:
+        return resolve_options({"datapath": "data", **given}).augment
+
+    assert augment(arch="mobilenetv3_ssd", epochs=LONG_RUN_EPOCHS - 1) == "ssdlite"
+    assert augment(arch="mobilenetv3_ssd", epochs=LONG_RUN_EPOCHS) == "ssdlite_zoom"
+    assert augment(arch="mobilenetv3_ssd") == "ssdlite_zoom"  # 80 epochs
+    assert augment(arch="mobilenetv3_ssd", epochs=10) == "ssdlite"  # the seed's command
+    assert augment(arch="mobilenetv3_small_ssd") == "ssdlite"
+    assert augment(arch="vgg16_ssd300") == "ssd"
+    assert augment(arch="mobilenetv3_ssd", augment="ssd") == "ssd"  # what a user sets wins
+    # The built-in synthetic data has its own recipe, whatever the length.
+    assert augment(datapath="synthetic", epochs=50) == "ssdlite"
     with pytest.raises(UserError, match="unknown architecture"):
         resolve_options({"arch": "no_such_arch", "datapath": "data"})
+
+
+def test_a_resumed_run_keeps_the_augmentation_it_started_with():
+    """The checkpoint stores the resolved options: training longer does not switch recipes halfway."""
+    started = resolve_options({"arch": "mobilenetv3_ssd", "datapath": "data", "epochs": 10})
+    resumed = TrainOptions.from_dict({**dataclasses.asdict(started), "epochs": 120})
+    assert resumed.augment == "ssdlite"
 
 
 @pytest.mark.parametrize(

@@ -78,7 +78,7 @@ class TrainOptions:
     loc_weight: float = 1.0
     cls_loss: str = "ce"
     neg_pos_ratio: float = 3.0
-    augment: str | None = None  # None: the architecture's own recipe (`ssdlite` for MobileNetV3, else `ssd`)
+    augment: str | None = None  # None: the architecture's recipe for the run's length (ssd.training.recipes)
     # fine-tuning
     weights: str | None = None
     freeze_backbone: int = 0  # epochs
@@ -107,7 +107,9 @@ class TrainOptions:
     def __post_init__(self) -> None:
         get_architecture(self.arch)  # an unknown name fails here, before any work
         if self.augment is None:
-            self.augment = architecture_defaults(self.arch).augment
+            # A mistyped `epochs` is reported by `validate`; until then it counts as a short run.
+            epochs = self.epochs if isinstance(self.epochs, int) else 0
+            self.augment = architecture_defaults(self.arch).augment_for(epochs)
 
     def validate(self) -> None:
         def choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

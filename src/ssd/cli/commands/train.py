@@ -53,8 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _flag(
         data,
         "--augment",
-        help="augmentation preset: ssd, ssdlite, ssdlite_zoom or none (default: the architecture's: ssdlite for "
-        "MobileNetV3, else ssd)",
+        help="augmentation preset: ssd, ssdlite, ssdlite_zoom or none (default: the architecture's recipe: for "
+        "mobilenetv3_ssd ssdlite, and ssdlite_zoom from 40 epochs on; ssdlite for mobilenetv3_small_ssd; else ssd)",
     )
     _flag(data, "--synthetic-train", int, "pictures in the synthetic train split")
     _flag(data, "--synthetic-val", int, "pictures in the synthetic val split")
@@ -132,8 +132,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _flag(
         loss,
         "--cls-loss",
-        help="ce (SSD's cross-entropy, default), quality (a positive's target probability is the IoU of "
-        "its box) or focal (RetinaNet's focal loss on every default box, no mining)",
+        help="ce (SSD's cross-entropy with hard negative mining), quality (a positive's target probability is "
+        "the IoU of its box) or focal (RetinaNet's focal loss on every default box, no mining); default: ce",
     )
     _flag(loss, "--loc-weight", float, "weight of the localisation loss (default: 1)")
     _flag(loss, "--neg-pos-ratio", float, "hard negatives per positive (default: 3)")

@@ -31,7 +31,7 @@ class ConsoleReport(Hook):
             f"  {options.epochs} epochs x {parts.steps_per_epoch} steps, batch {options.batch_size}"
             + (f" per process ({options.batch_size * context.world_size} global)" if context.enabled else "")
             + f", {options.optimizer} lr {parts.lr:g}, {options.scheduler}, input {model.config.input_size[0]}, "
-            f"augment '{options.augment}', matcher {options.matcher}, on {place}"
+            f"augment '{options.augment}', {options.cls_loss} loss, matcher {options.matcher}, on {place}"
             + ({torch.float16: ", AMP fp16", torch.bfloat16: ", AMP bf16"}.get(parts.amp_dtype, ""))
             + (", EMA" if parts.ema is not None else "")
         )
