@@ -248,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
                 entry["torchvision"] = report[job]["torchvision"]
             if "torchvision" in entry:
                 entry["mAP_ratio"] = round(entry["ours"]["mAP"] / entry["torchvision"]["mAP"], 3)
-            entry["plot"] = str(plot(job, entry["ours"], entry.get("torchvision"), out.parent / "learning"))
+            picture = plot(job, entry["ours"], entry.get("torchvision"), out.parent / "learning").resolve()
+            entry["plot"] = str(picture.relative_to(ROOT) if picture.is_relative_to(ROOT) else picture)
             report[job] = entry
         report["machine"] = machine()
         out.parent.mkdir(parents=True, exist_ok=True)
