@@ -12,8 +12,10 @@ Jobs (each a `train_ssd.py` command as a user types it, run in its own process, 
 With `--reference-python` (the venv of ../shared/reference/make-venv.sh), torchvision's SSDLite recipe runs the
 same protocol right after ours (`tv_train.py`), and each figure is given beside it. The figures are the last
 epoch's, as logged by the run (the same numbers `ssd eval` gives for its last.pt). Writes JSON (merged with the
-jobs already in the file; a job run without `--reference-python` keeps the reference figures it had) and, per job, a plot of validation mAP by epoch beside the reference's final mAP, in
-benchmarks/results/learning/.
+jobs already in the file; a job run without `--reference-python` keeps the reference figures it had) and, per
+job, a plot of validation mAP by epoch beside the reference's final mAP, in benchmarks/results/learning/.
+`--reference-only` runs torchvision's side alone and keeps our figures from the file, to measure the
+reference again on the machine our figures came from.
 """
 
 from __future__ import annotations
@@ -120,6 +122,7 @@ def train_reference(python: str, datapath: Path, flags: list[str], work: Path, n
         "train_seconds": float(result.group(2)),
         "wall_seconds": round(wall, 1),
         "pictures_per_s_by_epoch": speeds,
+        "machine": machine(),
     }
 
 
@@ -223,12 +226,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--jobs", default="seed,chess,bccd,speed")
     parser.add_argument("--reference-python", help="python of the torchvision reference venv")
+    parser.add_argument(
+        "--reference-only",
+        action="store_true",
+        help="run torchvision's recipe alone; keep our figures from --out",
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "learning.json"))
     parser.add_argument("--work", default="/tmp/bench_learning", help="run folders and the upscaled pictures")
     args = parser.parse_args(argv)
     if not BCCD.exists() or not CHESS.exists():
         print(f"needs {BCCD} and {CHESS} (../shared/data)", file=sys.stderr)
         return 2
+    if args.reference_only and not args.reference_python:
+        parser.error("--reference-only needs --reference-python")
+    if args.reference_only and "speed" in args.jobs.split(","):
+        parser.error("--reference-only: the speed job times both sides one after the other; run it whole")
     work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
     report = json.loads(out.read_text()) if out.exists() else {}
@@ -240,7 +252,14 @@ def main(argv: list[str] | None = None) -> int:
             report["speed"] = {"machine": machine(), **speed(work, args.reference_python)}
         else:
             datapath, flags, tv_flags = JOBS[job]
-            entry = {"machine": machine(), "ours": train_ours(job, datapath, flags, work)}
+            if args.reference_only:
+                if tv_flags is None:
+                    parser.error(f"--reference-only: {job!r} has no torchvision protocol")
+                if "ours" not in report.get(job, {}):
+                    parser.error(f"--reference-only: {out} has no figures of ours for {job!r} to keep")
+                entry = {"machine": report[job]["machine"], "ours": report[job]["ours"]}
+            else:
+                entry = {"machine": machine(), "ours": train_ours(job, datapath, flags, work)}
             if args.reference_python and tv_flags is not None:
                 entry["torchvision"] = train_reference(args.reference_python, datapath, tv_flags, work, job)
             elif "torchvision" in report.get(job, {}):
